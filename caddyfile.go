@@ -1,0 +1,322 @@
+package tftp
+
+import (
+	"encoding/json"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("tftp", parseGlobalOption)
+}
+
+// parseGlobalOption sets up the tftp app from the global option block.
+// Several tftp blocks are merged. Syntax:
+//
+//	tftp {
+//		# settings of the app
+//		grace_period <duration>
+//
+//		# a server written at the top level (named srv0)
+//		listen <addresses...>
+//		store <name>
+//		read_only
+//		no_overwrite
+//		timeout <duration>
+//		retries <count>
+//		max_block_size <bytes>
+//		max_window_size <blocks>
+//		disable_options
+//
+//		# more servers, each with the directives above
+//		server <name> {
+//			...
+//		}
+//
+//		# store settings; with a block this declares the store
+//		store <name> [<module>] {
+//			max_bytes <size>
+//			max_file_size <size>
+//		}
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(App)
+	if existing != nil {
+		prev, ok := existing.(httpcaddyfile.App)
+		if !ok {
+			return nil, d.Errf("unexpected existing tftp config of type %T", existing)
+		}
+		if err := json.Unmarshal(prev.Value, app); err != nil {
+			return nil, d.Errf("merging tftp blocks: %v", err)
+		}
+	}
+	if app.Servers == nil {
+		app.Servers = make(map[string]*Server)
+	}
+	d.Next() // the option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	implicit := new(Server)
+	implicitUsed := false
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "grace_period":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return nil, err
+			}
+			app.GracePeriod = dur
+		case "server":
+			name, err := singleArg(d)
+			if err != nil {
+				return nil, err
+			}
+			if _, dup := app.Servers[name]; dup {
+				return nil, d.Errf("server %q is defined more than once", name)
+			}
+			srv := new(Server)
+			for inner := d.Nesting(); d.NextBlock(inner); {
+				if err := parseServerDirective(d, app, srv); err != nil {
+					return nil, err
+				}
+			}
+			app.Servers[name] = srv
+		case "store":
+			if storeDeclares(d) {
+				if _, err := parseStore(d, app); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			fallthrough
+		default:
+			if err := parseServerDirective(d, app, implicit); err != nil {
+				return nil, err
+			}
+			implicitUsed = true
+		}
+	}
+	if implicitUsed {
+		app.Servers[unusedServerName(app.Servers)] = implicit
+	}
+	return httpcaddyfile.App{Name: "tftp", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// parseServerDirective applies one server directive at the dispenser's
+// current token.
+func parseServerDirective(d *caddyfile.Dispenser, app *App, s *Server) error {
+	switch d.Val() {
+	case "listen":
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		s.Listen = append(s.Listen, args...)
+	case "store":
+		name, err := parseStore(d, app)
+		if err != nil {
+			return err
+		}
+		s.Store = name
+	case "read_only":
+		return noArgs(d, &s.ReadOnly)
+	case "no_overwrite":
+		return noArgs(d, &s.NoOverwrite)
+	case "disable_options":
+		return noArgs(d, &s.DisableOptions)
+	case "timeout":
+		dur, err := parseDurationArg(d)
+		if err != nil {
+			return err
+		}
+		s.Timeout = dur
+	case "retries":
+		return parseIntArg(d, &s.Retries)
+	case "max_block_size":
+		return parseIntArg(d, &s.MaxBlockSize)
+	case "max_window_size":
+		return parseIntArg(d, &s.MaxWindowSize)
+	default:
+		return d.Errf("unrecognized tftp directive: %s", d.Val())
+	}
+	return nil
+}
+
+// parseStore reads `store <name> [<module>] [{...}]`. With a module name or a
+// block it also declares the store's settings in the app.
+func parseStore(d *caddyfile.Dispenser, app *App) (string, error) {
+	seg := d.NewFromNextSegment()
+	seg.Next() // "store"
+	if !seg.NextArg() {
+		return "", seg.ArgErr()
+	}
+	name := seg.Val()
+	module := ""
+	if seg.NextArg() {
+		module = seg.Val()
+		if seg.NextArg() {
+			return "", seg.ArgErr()
+		}
+	}
+	if module == "" && !blockFollows(seg) {
+		return name, nil
+	}
+	if module == "" {
+		module = "memory"
+	}
+	if _, dup := app.StoresRaw[name]; dup {
+		return "", d.Errf("store %q is configured more than once", name)
+	}
+	mod, err := caddy.GetModule("tftp.stores." + module)
+	if err != nil {
+		return "", d.Errf("store %q: unknown store module %q", name, module)
+	}
+	unm, ok := mod.New().(caddyfile.Unmarshaler)
+	if !ok {
+		return "", d.Errf("store module %q cannot be configured from a Caddyfile", module)
+	}
+	seg.Reset()
+	if err := unm.UnmarshalCaddyfile(seg); err != nil {
+		return "", err
+	}
+	if app.StoresRaw == nil {
+		app.StoresRaw = make(map[string]json.RawMessage)
+	}
+	app.StoresRaw[name] = caddyconfig.JSONModuleObject(unm, "module", module, nil)
+	return name, nil
+}
+
+// UnmarshalCaddyfile sets up the memory store from its Caddyfile block:
+//
+//	store <name> [memory] {
+//		max_bytes <size>
+//		max_file_size <size>
+//	}
+//
+// Sizes are bytes, or forms such as 64MiB or 1GB.
+func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()          // "store"
+	d.RemainingArgs() // name and module, read by the caller
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "max_bytes":
+			if err := parseSizeArg(d, &m.MaxBytes); err != nil {
+				return err
+			}
+		case "max_file_size":
+			if err := parseSizeArg(d, &m.MaxFileSize); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized memory store directive: %s", d.Val())
+		}
+	}
+	return nil
+}
+
+// blockFollows reports whether a block opens on the current token's line,
+// without moving the cursor.
+func blockFollows(d *caddyfile.Dispenser) bool {
+	line := d.Line()
+	if !d.Next() {
+		return false
+	}
+	open := d.Val() == "{" && d.Line() == line
+	d.Prev()
+	return open
+}
+
+// storeDeclares reports, without moving the cursor, whether the store
+// directive at the cursor carries settings (a module name or a block) rather
+// than only naming the store to use.
+func storeDeclares(d *caddyfile.Dispenser) bool {
+	switch d.CountRemainingArgs() {
+	case 0:
+		return false
+	case 1:
+		d.NextArg()
+		open := blockFollows(d)
+		d.Prev()
+		return open
+	default:
+		return true
+	}
+}
+
+func singleArg(d *caddyfile.Dispenser) (string, error) {
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
+func noArgs(d *caddyfile.Dispenser, flag *bool) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*flag = true
+	return nil
+}
+
+func parseIntArg(d *caddyfile.Dispenser, dst *int) error {
+	v, err := singleArg(d)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return d.Errf("%s: %q is not a whole number", d.Val(), v)
+	}
+	*dst = n
+	return nil
+}
+
+func parseDurationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	directive := d.Val()
+	v, err := singleArg(d)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, d.Errf("%s: bad duration %q: %v", directive, v, err)
+	}
+	return caddy.Duration(dur), nil
+}
+
+func parseSizeArg(d *caddyfile.Dispenser, dst *int64) error {
+	directive := d.Val()
+	v, err := singleArg(d)
+	if err != nil {
+		return err
+	}
+	n, err := humanize.ParseBytes(v)
+	if err != nil || n == 0 || n > 1<<62 {
+		return d.Errf("%s: bad size %q", directive, v)
+	}
+	*dst = int64(n)
+	return nil
+}
+
+// unusedServerName picks srv0, srv1, ... for a server with no name.
+func unusedServerName(servers map[string]*Server) string {
+	for i := 0; ; i++ {
+		name := "srv" + strconv.Itoa(i)
+		if _, taken := servers[name]; !taken {
+			return name
+		}
+	}
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*MemoryStore)(nil)

@@ -1,0 +1,203 @@
+package tftp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+// listeners holds one socket per listen address across config reloads, so
+// the well-known port never goes dark and no queued request is lost when a
+// new config takes over: the socket stays, only its handler changes.
+var listeners = caddy.NewUsagePool()
+
+// listenReadBuffer is the receive buffer asked for on listening sockets, so
+// a burst of requests from many booting machines is queued, not dropped.
+const listenReadBuffer = 4 << 20
+
+// requestHandler is what a listener hands each request datagram to: the
+// server of the config that is current now.
+type requestHandler interface {
+	handleRequest(l *listener, pkt []byte, remote netip.AddrPort, local netip.Addr)
+}
+
+// listener is a shared listening socket with a single reader goroutine.
+type listener struct {
+	key     string
+	pc      net.PacketConn // as returned by Caddy; closing it releases the bind
+	conn    *net.UDPConn
+	addr    netip.AddrPort // bound address
+	handler atomic.Pointer[handlerBox]
+	done    chan struct{}
+
+	// active holds the client address of every transfer in progress on
+	// this address, across reloads, so a repeated request does not start a
+	// second transfer.
+	mu     sync.Mutex
+	active map[netip.AddrPort]struct{}
+}
+
+// handlerBox lets an interface value live in an atomic.Pointer.
+type handlerBox struct{ h requestHandler }
+
+// acquireListener returns the shared socket for na, binding it on first use.
+func acquireListener(ctx caddy.Context, na caddy.NetworkAddress, logger *zap.Logger) (*listener, error) {
+	key := na.String()
+	v, _, err := listeners.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return openListener(ctx, na, key, logger)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*listener), nil
+}
+
+// releaseListener drops one reference; the last one closes the socket.
+func releaseListener(l *listener) {
+	_, _ = listeners.Delete(l.key)
+}
+
+func openListener(ctx caddy.Context, na caddy.NetworkAddress, key string, logger *zap.Logger) (*listener, error) {
+	ln, err := na.Listen(ctx, 0, net.ListenConfig{})
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", na, err)
+	}
+	pc, ok := ln.(net.PacketConn)
+	if !ok {
+		if c, ok := ln.(interface{ Close() error }); ok {
+			_ = c.Close()
+		}
+		return nil, fmt.Errorf("listening on %s: not a datagram socket", na)
+	}
+	conn := unwrapUDPConn(pc)
+	if conn == nil {
+		_ = pc.Close()
+		return nil, fmt.Errorf("listening on %s: not a UDP socket", na)
+	}
+	_ = conn.SetReadBuffer(listenReadBuffer)
+	enableDestinationInfo(conn)
+	l := &listener{
+		key:    key,
+		pc:     pc,
+		conn:   conn,
+		addr:   conn.LocalAddr().(*net.UDPAddr).AddrPort(),
+		done:   make(chan struct{}),
+		active: make(map[netip.AddrPort]struct{}),
+	}
+	go l.serve(logger.With(zap.String("listen", l.addr.String())))
+	return l, nil
+}
+
+// unwrapUDPConn digs the *net.UDPConn out of Caddy's wrappers.
+func unwrapUDPConn(pc net.PacketConn) *net.UDPConn {
+	for {
+		switch c := pc.(type) {
+		case *net.UDPConn:
+			return c
+		case interface{ Unwrap() net.PacketConn }:
+			pc = c.Unwrap()
+		default:
+			return nil
+		}
+	}
+}
+
+// Destruct closes the socket once no config uses it; the reader exits.
+func (l *listener) Destruct() error {
+	err := l.pc.Close()
+	<-l.done
+	return err
+}
+
+// setHandler makes h receive new requests and returns the previous one.
+func (l *listener) setHandler(h requestHandler) requestHandler {
+	old := l.handler.Swap(&handlerBox{h})
+	if old == nil {
+		return nil
+	}
+	return old.h
+}
+
+// restoreHandler gives the socket back to prev if h still holds it; a
+// config that is rolled back after starting must not black-hole the one
+// that keeps running.
+func (l *listener) restoreHandler(h, prev requestHandler) {
+	for {
+		cur := l.handler.Load()
+		if cur == nil || cur.h != h {
+			return
+		}
+		var next *handlerBox
+		if prev != nil {
+			next = &handlerBox{prev}
+		}
+		if l.handler.CompareAndSwap(cur, next) {
+			return
+		}
+	}
+}
+
+// serve reads requests until the socket closes. Requests are parsed and
+// dispatched inline; every transfer runs on its own goroutine and socket.
+func (l *listener) serve(logger *zap.Logger) {
+	defer close(l.done)
+	buf := make([]byte, maxRequestLen+1)
+	oob := make([]byte, oobSize)
+	for {
+		n, oobn, _, remote, err := l.conn.ReadMsgUDPAddrPort(buf, oob)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			logger.Debug("reading request", zap.Error(err))
+			continue
+		}
+		local := destinationAddr(oob[:oobn])
+		if !local.IsValid() {
+			local = l.addr.Addr()
+		}
+		box := l.handler.Load()
+		if box == nil {
+			continue
+		}
+		box.h.handleRequest(l, buf[:n], remote, local)
+	}
+}
+
+// reply sends a packet from the listening socket, with the source address
+// the request was sent to.
+func (l *listener) reply(b []byte, remote netip.AddrPort, local netip.Addr) {
+	_, _, _ = l.conn.WriteMsgUDPAddrPort(b, sourceOOB(local, l.addr.Addr()), remote)
+}
+
+// claim marks a client address as having a transfer in progress; it fails
+// if one already does.
+func (l *listener) claim(remote netip.AddrPort) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, busy := l.active[remote]; busy {
+		return false
+	}
+	l.active[remote] = struct{}{}
+	return true
+}
+
+// unclaim ends what claim started.
+func (l *listener) unclaim(remote netip.AddrPort) {
+	l.mu.Lock()
+	delete(l.active, remote)
+	l.mu.Unlock()
+}
+
+// Interface guards
+var _ caddy.Destructor = (*listener)(nil)

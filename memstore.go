@@ -1,0 +1,325 @@
+package tftp
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(new(MemoryStore))
+}
+
+// memoryPool keeps the contents of every memory store across config reloads,
+// keyed by the store's name in the config.
+var memoryPool = caddy.NewUsagePool()
+
+// Default limits of the memory store.
+const (
+	defaultMemoryMaxBytes    = 1 << 30   // 1 GiB
+	defaultMemoryMaxFileSize = 256 << 20 // 256 MiB
+)
+
+// MemoryStore keeps files in memory. Its contents survive config reloads for
+// as long as some config keeps a store of the same name; renaming a store
+// starts an empty one, and a store no config uses any more is freed.
+type MemoryStore struct {
+	// MaxBytes is the total size of all files the store may hold, in bytes.
+	// Uploads that would exceed it are refused with TFTP error 3.
+	// Default: 1073741824 (1 GiB).
+	MaxBytes int64 `json:"max_bytes,omitempty"`
+
+	// MaxFileSize is the largest single file the store accepts, in bytes.
+	// Default: 268435456 (256 MiB).
+	MaxFileSize int64 `json:"max_file_size,omitempty"`
+
+	name     string
+	data     *memData
+	attached bool
+}
+
+// CaddyModule returns the Caddy module information.
+func (*MemoryStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "tftp.stores.memory",
+		New: func() caddy.Module { return new(MemoryStore) },
+	}
+}
+
+// Provision fills in defaults and validates the limits.
+func (m *MemoryStore) Provision(caddy.Context) error {
+	if m.MaxBytes == 0 {
+		m.MaxBytes = defaultMemoryMaxBytes
+	}
+	if m.MaxFileSize == 0 {
+		m.MaxFileSize = defaultMemoryMaxFileSize
+	}
+	if m.MaxBytes < 0 || m.MaxFileSize < 0 {
+		return fmt.Errorf("memory store limits must not be negative")
+	}
+	return nil
+}
+
+// AttachName binds the store to the reload-surviving contents kept under
+// its configured name.
+func (m *MemoryStore) AttachName(name string) error {
+	v, _, err := memoryPool.LoadOrNew(name, func() (caddy.Destructor, error) {
+		return newMemData(), nil
+	})
+	if err != nil {
+		return err
+	}
+	m.name = name
+	m.data = v.(*memData)
+	m.attached = true
+	return nil
+}
+
+// Cleanup drops this config's reference to the contents; the last reference
+// frees them.
+func (m *MemoryStore) Cleanup() error {
+	if !m.attached {
+		return nil
+	}
+	m.attached = false
+	_, err := memoryPool.Delete(m.name)
+	return err
+}
+
+// Usage reports the number of files and bytes held.
+func (m *MemoryStore) Usage() (files int, bytes int64) {
+	return m.data.usage()
+}
+
+// Open implements Store.
+func (m *MemoryStore) Open(name string) (File, error) {
+	f, ok := m.data.get(name)
+	if !ok {
+		return nil, fs.ErrNotExist
+	}
+	return f, nil
+}
+
+// Stat implements Store.
+func (m *MemoryStore) Stat(name string) (FileInfo, error) {
+	f, ok := m.data.get(name)
+	if !ok {
+		return FileInfo{}, fs.ErrNotExist
+	}
+	return FileInfo{Name: name, Size: f.Size(), ModTime: f.modTime}, nil
+}
+
+// List implements Store.
+func (m *MemoryStore) List() ([]FileInfo, error) {
+	return m.data.list(), nil
+}
+
+// Delete implements Store.
+func (m *MemoryStore) Delete(name string) error {
+	return m.data.remove(name)
+}
+
+// Create implements Store.
+func (m *MemoryStore) Create(name string, opts CreateOptions) (Upload, error) {
+	if !opts.Overwrite {
+		if _, exists := m.data.get(name); exists {
+			return nil, fs.ErrExist
+		}
+	}
+	if opts.Size > m.MaxFileSize {
+		return nil, ErrTooLarge
+	}
+	if opts.Size > 0 {
+		if err := m.data.checkRoom(name, opts.Size, m.MaxBytes); err != nil {
+			return nil, err
+		}
+	}
+	u := &memUpload{data: m.data, limits: memLimits{MaxBytes: m.MaxBytes, MaxFileSize: m.MaxFileSize}, name: name, overwrite: opts.Overwrite}
+	if opts.Size > 0 {
+		u.buf = make([]byte, 0, opts.Size)
+	}
+	return u, nil
+}
+
+// memUpload buffers an upload until Commit. It keeps the contents and the
+// limits it started with, so an upload that outlives a reload finishes
+// under its original settings.
+type memUpload struct {
+	data      *memData
+	limits    memLimits
+	name      string
+	overwrite bool
+	buf       []byte
+	done      bool
+}
+
+func (u *memUpload) Write(p []byte) (int, error) {
+	if u.done {
+		return 0, fs.ErrClosed
+	}
+	if int64(len(u.buf))+int64(len(p)) > u.limits.MaxFileSize {
+		return 0, ErrTooLarge
+	}
+	if int64(len(u.buf))+int64(len(p)) > u.limits.MaxBytes {
+		return 0, ErrStoreFull
+	}
+	u.buf = append(u.buf, p...)
+	return len(p), nil
+}
+
+func (u *memUpload) Commit() error {
+	if u.done {
+		return fs.ErrClosed
+	}
+	u.done = true
+	data := u.buf
+	u.buf = nil
+	// Growing by append can leave up to twice the bytes reserved; hand the
+	// store an exact-size copy so its heap stays close to the file sizes.
+	if cap(data)-len(data) > len(data)/32 {
+		data = append(make([]byte, 0, len(data)), data...)
+	}
+	return u.data.put(u.name, data, u.overwrite, u.limits.MaxBytes)
+}
+
+func (u *memUpload) Abort() {
+	u.done = true
+	u.buf = nil
+}
+
+// memLimits are the limits an upload runs under.
+type memLimits struct {
+	MaxBytes    int64
+	MaxFileSize int64
+}
+
+// memFile is an immutable stored file; replacing a name installs a new
+// memFile, so readers holding the old one keep consistent bytes.
+type memFile struct {
+	data    []byte
+	modTime time.Time
+}
+
+func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(f.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, f.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (f *memFile) Size() int64        { return int64(len(f.data)) }
+func (f *memFile) ModTime() time.Time { return f.modTime }
+func (f *memFile) Close() error       { return nil }
+
+// Bytes exposes the stored bytes so transfers can send straight from them.
+// Callers must not modify the slice.
+func (f *memFile) Bytes() []byte { return f.data }
+
+// memData is the reload-surviving content of one memory store.
+type memData struct {
+	mu    sync.RWMutex
+	files map[string]*memFile
+	bytes int64
+}
+
+func newMemData() *memData {
+	return &memData{files: make(map[string]*memFile)}
+}
+
+// Destruct frees the contents when no config uses the store any more.
+func (d *memData) Destruct() error {
+	d.mu.Lock()
+	d.files = make(map[string]*memFile)
+	d.bytes = 0
+	d.mu.Unlock()
+	return nil
+}
+
+func (d *memData) get(name string) (*memFile, bool) {
+	d.mu.RLock()
+	f, ok := d.files[name]
+	d.mu.RUnlock()
+	return f, ok
+}
+
+func (d *memData) usage() (int, int64) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return len(d.files), d.bytes
+}
+
+func (d *memData) list() []FileInfo {
+	d.mu.RLock()
+	out := make([]FileInfo, 0, len(d.files))
+	for name, f := range d.files {
+		out = append(out, FileInfo{Name: name, Size: f.Size(), ModTime: f.modTime})
+	}
+	d.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// checkRoom reports whether a file of size n may replace name.
+func (d *memData) checkRoom(name string, n, maxBytes int64) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.roomLocked(name, n, maxBytes)
+}
+
+func (d *memData) roomLocked(name string, n, maxBytes int64) error {
+	used := d.bytes
+	if old, ok := d.files[name]; ok {
+		used -= old.Size()
+	}
+	if used+n > maxBytes {
+		return ErrStoreFull
+	}
+	return nil
+}
+
+func (d *memData) put(name string, data []byte, overwrite bool, maxBytes int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old, exists := d.files[name]
+	if exists && !overwrite {
+		return fs.ErrExist
+	}
+	if err := d.roomLocked(name, int64(len(data)), maxBytes); err != nil {
+		return err
+	}
+	if exists {
+		d.bytes -= old.Size()
+	}
+	d.files[name] = &memFile{data: data, modTime: time.Now()}
+	d.bytes += int64(len(data))
+	return nil
+}
+
+func (d *memData) remove(name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old, ok := d.files[name]
+	if !ok {
+		return fs.ErrNotExist
+	}
+	delete(d.files, name)
+	d.bytes -= old.Size()
+	return nil
+}
+
+// Interface guards
+var (
+	_ Store              = (*MemoryStore)(nil)
+	_ caddy.Provisioner  = (*MemoryStore)(nil)
+	_ caddy.CleanerUpper = (*MemoryStore)(nil)
+	_ caddy.Destructor   = (*memData)(nil)
+)

@@ -1,0 +1,432 @@
+package tftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+var (
+	// errTimedOut ends a transfer whose peer stopped answering.
+	errTimedOut = errors.New("peer stopped answering")
+	// errStopping ends a transfer when its server shuts down.
+	errStopping = errors.New("server shutting down")
+	// errOptionsRefused ends a read whose client answered the OACK with
+	// ERROR 8, as UEFI PXE does to learn a file's size. It is not a failure.
+	errOptionsRefused = errors.New("client declined the negotiated options")
+	// errTooSlow ends a transfer that exceeded its time limits.
+	errTooSlow = errors.New("transfer exceeded its time limit")
+)
+
+// peerError is an ERROR packet received from the client.
+type peerError struct {
+	code ErrorCode
+	msg  string
+}
+
+func (e *peerError) Error() string {
+	return fmt.Sprintf("client sent error %d: %q", e.code, e.msg)
+}
+
+// sentError records that the server told the client why it stopped.
+type sentError struct {
+	code ErrorCode
+	err  error
+}
+
+func (e *sentError) Error() string { return e.err.Error() }
+func (e *sentError) Unwrap() error { return e.err }
+
+// transferLimits bound a transfer's life.
+type transferLimits struct {
+	retries     int
+	maxDuration time.Duration
+}
+
+// transfer is one read or write session on its own socket, whose port is the
+// server's transfer ID.
+type transfer struct {
+	ctx    context.Context
+	conn   *net.UDPConn
+	peer   netip.AddrPort
+	params transferParams
+	limits transferLimits
+	start  time.Time
+
+	// lastBlock is the final block of a finished write, for dally.
+	lastBlock uint16
+
+	pkt  []byte // outgoing DATA, reused for every block
+	ctl  []byte // outgoing ACK, OACK or ERROR
+	rbuf []byte // incoming packets
+
+	// Progress, read by the admin API and metrics while the transfer runs.
+	bytes       atomic.Int64
+	blocks      atomic.Int64
+	retransmits atomic.Int64
+}
+
+// newTransfer prepares a session; buffers come from the pool for the block
+// size and go back in release.
+func newTransfer(ctx context.Context, conn *net.UDPConn, peer netip.AddrPort, params transferParams, limits transferLimits) *transfer {
+	return &transfer{
+		ctx:    ctx,
+		conn:   conn,
+		peer:   peer,
+		params: params,
+		limits: limits,
+		start:  time.Now(),
+		pkt:    getBuffer(headerLen + params.blockSize),
+		rbuf:   getBuffer(headerLen + params.blockSize + 1),
+		ctl:    make([]byte, 0, 512),
+	}
+}
+
+// release returns the buffers to the pool and closes the socket.
+func (t *transfer) release() {
+	putBuffer(t.pkt)
+	putBuffer(t.rbuf)
+	t.pkt, t.rbuf = nil, nil
+	_ = t.conn.Close()
+}
+
+// wait returns how long to wait for the peer before the given retry; the
+// wait doubles each time so a silent peer gets few packets.
+func (t *transfer) wait(retry int) time.Duration {
+	return t.params.timeout << min(retry, 4)
+}
+
+func (t *transfer) send(b []byte) error {
+	_, err := t.conn.WriteToUDPAddrPort(b, t.peer)
+	if err != nil {
+		return fmt.Errorf("sending to %s: %w", t.peer, err)
+	}
+	return nil
+}
+
+// sendError tells the peer why the transfer ends and returns err annotated
+// with the code sent.
+func (t *transfer) sendError(code ErrorCode, msg string, err error) error {
+	t.ctl = appendError(t.ctl[:0], code, msg)
+	_ = t.send(t.ctl)
+	return &sentError{code: code, err: err}
+}
+
+// abort ends the transfer for a local reason, telling the peer.
+func (t *transfer) abort(err error) error {
+	switch {
+	case errors.Is(err, errStopping):
+		return t.sendError(ErrCodeUndefined, "server shutting down", err)
+	case errors.Is(err, errTimedOut):
+		return t.sendError(ErrCodeUndefined, "transfer timed out", err)
+	case errors.Is(err, errTooSlow):
+		return t.sendError(ErrCodeUndefined, "transfer took too long", err)
+	}
+	var pe *peerError
+	if errors.As(err, &pe) {
+		return err
+	}
+	code, msg := errorCodeFor(err)
+	return t.sendError(code, msg, err)
+}
+
+// receive waits until deadline for a packet from the peer. A packet from any
+// other address gets ERROR 5 and does not disturb the transfer.
+func (t *transfer) receive(deadline time.Time) ([]byte, error) {
+	if t.limits.maxDuration > 0 {
+		if end := t.start.Add(t.limits.maxDuration); end.Before(deadline) {
+			deadline = end
+		}
+	}
+	_ = t.conn.SetReadDeadline(deadline)
+	for {
+		if t.ctx.Err() != nil {
+			return nil, errStopping
+		}
+		n, from, err := t.conn.ReadFromUDPAddrPort(t.rbuf)
+		if err != nil {
+			if t.ctx.Err() != nil {
+				return nil, errStopping
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if t.limits.maxDuration > 0 && time.Since(t.start) >= t.limits.maxDuration {
+					return nil, errTooSlow
+				}
+				return nil, errTimedOut
+			}
+			return nil, fmt.Errorf("receiving: %w", err)
+		}
+		if unmapAddrPort(from) != t.peer {
+			t.ctl = appendError(t.ctl[:0], ErrCodeUnknownTID, "unknown transfer ID")
+			_, _ = t.conn.WriteToUDPAddrPort(t.ctl, from)
+			continue
+		}
+		if n >= 4 && opcode(t.rbuf[:n]) == opERROR {
+			code, msg, _ := parseError(t.rbuf[:n])
+			return nil, &peerError{code: code, msg: msg}
+		}
+		return t.rbuf[:n], nil
+	}
+}
+
+// serveRead sends size bytes of src, a window of blocks at a time (RFC 7440;
+// a window of one is RFC 1350 lock-step).
+func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
+	if len(t.params.oack) > 0 {
+		if err := t.awaitOACKAck(); err != nil {
+			return err
+		}
+	}
+	bs := int64(t.params.blockSize)
+	last := uint64(size/bs) + 1 // a multiple of bs ends with an empty block
+	window := uint64(t.params.windowSize)
+	base, next := uint64(1), uint64(1) // first unacknowledged, next to send
+	retries := 0
+	resent := false
+	var deadline time.Time
+	for base <= last {
+		if next < base+window && next <= last {
+			for next < base+window && next <= last {
+				if err := t.sendBlock(src, size, next); err != nil {
+					return err
+				}
+				next++
+			}
+			deadline = time.Now().Add(t.wait(retries))
+		}
+		pkt, err := t.receive(deadline)
+		if errors.Is(err, errTimedOut) {
+			retries++
+			if retries > t.limits.retries {
+				return t.abort(err)
+			}
+			t.retransmits.Add(int64(next - base))
+			next = base
+			continue
+		}
+		if err != nil {
+			return t.abort(err)
+		}
+		if opcode(pkt) != opACK {
+			continue
+		}
+		blk, _, ok := parseBlockPacket(pkt)
+		if !ok {
+			continue
+		}
+		// Place the 16-bit block number inside [base-1, next-1]; this is
+		// what makes block numbers roll over past 65535.
+		delta := uint64(blk - uint16(base-1))
+		if delta > next-base {
+			continue // stale or bogus
+		}
+		if delta == 0 {
+			// A duplicate ACK. In lock-step, resending would double every
+			// packet from here on (the Sorcerer's Apprentice, RFC 1123
+			// 4.2.3.1), so only a window resends, once per stall.
+			if window > 1 && !resent {
+				resent = true
+				t.retransmits.Add(int64(next - base))
+				next = base
+			}
+			continue
+		}
+		base += delta
+		retries, resent = 0, false
+		if base < next {
+			// The client acknowledged part of the window: the rest was lost.
+			t.retransmits.Add(int64(next - base))
+			next = base
+		}
+	}
+	return nil
+}
+
+// sendBlock sends DATA block n (counted from 1, not wrapped).
+func (t *transfer) sendBlock(src io.ReaderAt, size int64, n uint64) error {
+	bs := int64(t.params.blockSize)
+	off := int64(n-1) * bs
+	l := min(bs, size-off)
+	pkt := t.pkt[:headerLen+l]
+	putDataHeader(pkt, uint16(n))
+	if l > 0 {
+		if _, err := src.ReadAt(pkt[headerLen:], off); err != nil && !errors.Is(err, io.EOF) {
+			return t.abort(fmt.Errorf("reading block %d: %w", n, err))
+		}
+	}
+	if err := t.send(pkt); err != nil {
+		return err
+	}
+	t.blocks.Add(1)
+	t.bytes.Add(l)
+	return nil
+}
+
+// awaitOACKAck sends the OACK of a read and waits for ACK 0.
+func (t *transfer) awaitOACKAck() error {
+	t.ctl = appendOACK(t.ctl[:0], t.params.oack)
+	for retry := 0; ; retry++ {
+		if err := t.send(t.ctl); err != nil {
+			return err
+		}
+		if retry > 0 {
+			t.retransmits.Add(1)
+		}
+		deadline := time.Now().Add(t.wait(retry))
+		for {
+			pkt, err := t.receive(deadline)
+			var pe *peerError
+			if errors.As(err, &pe) && pe.code == ErrCodeBadOptions {
+				return errOptionsRefused
+			}
+			if errors.Is(err, errTimedOut) {
+				if retry >= t.limits.retries {
+					return t.abort(err)
+				}
+				break
+			}
+			if err != nil {
+				return t.abort(err)
+			}
+			if blk, _, ok := parseBlockPacket(pkt); ok && opcode(pkt) == opACK && blk == 0 {
+				return nil
+			}
+		}
+	}
+}
+
+// serveWrite receives a file into up. With a window of W blocks it
+// acknowledges every W-th block; on a gap it acknowledges the last block
+// received in order so the client resends from there (RFC 7440).
+func (t *transfer) serveWrite(up Upload, netascii bool) error {
+	bs := t.params.blockSize
+	window := t.params.windowSize
+	if len(t.params.oack) > 0 {
+		t.ctl = appendOACK(t.ctl[:0], t.params.oack)
+	} else {
+		t.ctl = appendAck(t.ctl[:0], 0)
+	}
+	if err := t.send(t.ctl); err != nil {
+		return err
+	}
+	var (
+		dec      netasciiDecoder
+		scratch  []byte
+		expected = uint64(1)
+		inWindow int
+		retries  int
+		nacked   bool
+		dups     int
+		deadline = time.Now().Add(t.wait(0))
+	)
+	for {
+		pkt, err := t.receive(deadline)
+		if errors.Is(err, errTimedOut) {
+			retries++
+			if retries > t.limits.retries {
+				return t.abort(err)
+			}
+			t.retransmits.Add(1)
+			if err := t.send(t.ctl); err != nil {
+				return err
+			}
+			deadline = time.Now().Add(t.wait(retries))
+			continue
+		}
+		if err != nil {
+			return t.abort(err)
+		}
+		if opcode(pkt) != opDATA {
+			continue
+		}
+		blk, payload, ok := parseBlockPacket(pkt)
+		if !ok {
+			continue
+		}
+		if len(payload) > bs {
+			return t.sendError(ErrCodeIllegalOp, "block larger than negotiated", fmt.Errorf("client sent %d bytes in a %d-byte block", len(payload), bs))
+		}
+		switch delta := blk - uint16(expected); {
+		case delta == 0:
+			data := payload
+			if netascii {
+				scratch = dec.decode(scratch[:0], payload)
+				if len(payload) < bs {
+					scratch = dec.flush(scratch)
+				}
+				data = scratch
+			}
+			if _, err := up.Write(data); err != nil {
+				return t.abort(fmt.Errorf("storing block %d: %w", expected, err))
+			}
+			t.bytes.Add(int64(len(payload)))
+			t.blocks.Add(1)
+			expected++
+			inWindow++
+			retries, nacked, dups = 0, false, 0
+			if len(payload) < bs {
+				if err := up.Commit(); err != nil {
+					return t.abort(fmt.Errorf("committing: %w", err))
+				}
+				t.lastBlock = blk
+				t.ctl = appendAck(t.ctl[:0], blk)
+				return t.send(t.ctl)
+			}
+			if inWindow >= window {
+				inWindow = 0
+				t.ctl = appendAck(t.ctl[:0], blk)
+				if err := t.send(t.ctl); err != nil {
+					return err
+				}
+			}
+			deadline = time.Now().Add(t.wait(0))
+		case delta < 0x8000:
+			// A block ahead of the one expected: something was lost.
+			// Acknowledge the last block in order, once per gap.
+			if !nacked {
+				nacked, inWindow = true, 0
+				t.ctl = appendAck(t.ctl[:0], uint16(expected-1))
+				if err := t.send(t.ctl); err != nil {
+					return err
+				}
+			}
+		default:
+			// An old block: the client missed our ACK. Answer once per
+			// window's worth of duplicates so a resent window gets one ACK.
+			if dups%window == 0 {
+				t.ctl = appendAck(t.ctl[:0], uint16(expected-1))
+				if err := t.send(t.ctl); err != nil {
+					return err
+				}
+			}
+			dups++
+		}
+	}
+}
+
+// dally answers a client that resends its last DATA block because our final
+// ACK was lost. It runs after the transfer is reported finished.
+func (t *transfer) dally() {
+	deadline := time.Now().Add(t.params.timeout)
+	for i := 0; i < t.limits.retries; i++ {
+		pkt, err := t.receive(deadline)
+		if err != nil {
+			return
+		}
+		if blk, _, ok := parseBlockPacket(pkt); ok && opcode(pkt) == opDATA && blk == t.lastBlock {
+			t.ctl = appendAck(t.ctl[:0], t.lastBlock)
+			_ = t.send(t.ctl)
+		}
+	}
+}
+
+// unmapAddrPort turns an IPv4-mapped IPv6 address into plain IPv4.
+func unmapAddrPort(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
