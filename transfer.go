@@ -207,7 +207,7 @@ func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 				return t.abort(err)
 			}
 			t.retransmits.Add(int64(next - base))
-			next = base
+			next, resent = base, false
 			continue
 		}
 		if err != nil {
@@ -411,10 +411,11 @@ func (t *transfer) serveWrite(up Upload, netascii bool) error {
 }
 
 // dally answers a client that resends its last DATA block because our final
-// ACK was lost. It runs after the transfer is reported finished.
+// ACK was lost. It runs after the transfer is reported finished, for one
+// timeout period, and sends at most one ACK per retry.
 func (t *transfer) dally() {
 	deadline := time.Now().Add(t.params.timeout)
-	for i := 0; i < t.limits.retries; i++ {
+	for acks := 0; acks < t.limits.retries; {
 		pkt, err := t.receive(deadline)
 		if err != nil {
 			return
@@ -422,6 +423,7 @@ func (t *transfer) dally() {
 		if blk, _, ok := parseBlockPacket(pkt); ok && opcode(pkt) == opDATA && blk == t.lastBlock {
 			t.ctl = appendAck(t.ctl[:0], t.lastBlock)
 			_ = t.send(t.ctl)
+			acks++
 		}
 	}
 }

@@ -1,0 +1,103 @@
+package tftp
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// TestMain keeps Caddy's autosave and data directories out of the user's
+// home.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "caddy-tftp-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("XDG_CONFIG_HOME", dir)
+	os.Setenv("XDG_DATA_HOME", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// adaptCaddyfile turns a Caddyfile into JSON config.
+func adaptCaddyfile(t testing.TB, caddyfile string) []byte {
+	t.Helper()
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	cfg, warnings, err := adapter.Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
+	}
+	for _, w := range warnings {
+		t.Logf("Caddyfile warning: %s", w.String())
+	}
+	return cfg
+}
+
+// tftpCaddyfile wraps the body of a tftp global block into a Caddyfile with
+// the admin endpoint off, so tests never touch a developer's Caddy.
+func tftpCaddyfile(body string) string {
+	cf := "{\n\tadmin off\n\tpersist_config off\n\ttftp {\n" + body + "\n\t}\n}\n"
+	return string(caddyfile.Format([]byte(cf)))
+}
+
+// startCaddy loads the config into the in-process Caddy; when it returns,
+// the listeners are bound. Caddy is stopped when the test ends.
+func startCaddy(t testing.TB, caddyfile string) {
+	t.Helper()
+	cfg := adaptCaddyfile(t, caddyfile)
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatalf("loading config: %v\n%s", err, cfg)
+	}
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping caddy: %v", err)
+		}
+	})
+}
+
+// reloadCaddy loads a new config into the running Caddy.
+func reloadCaddy(t testing.TB, caddyfile string) error {
+	t.Helper()
+	return caddy.Load(adaptCaddyfile(t, caddyfile), true)
+}
+
+// freePort returns a UDP port that is free on both loopback addresses.
+func freePort(t testing.TB) uint16 {
+	t.Helper()
+	for range 50 {
+		c4, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := c4.LocalAddr().(*net.UDPAddr).Port
+		c6, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback, Port: port})
+		c4.Close()
+		if err == nil {
+			c6.Close()
+			return uint16(port)
+		}
+	}
+	t.Fatal("no free UDP port")
+	return 0
+}
+
+// loopback4 and loopback6 address a port on each loopback address.
+func loopback4(port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+}
+
+func loopback6(port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr("::1"), port)
+}
+
+// lines joins config lines for readability in tests.
+func lines(l ...string) string { return strings.Join(l, "\n") }
