@@ -170,16 +170,19 @@ func parseStore(d *caddyfile.Dispenser, app *App) (string, error) {
 	if module == "" {
 		module = "memory"
 	}
+	// Errors name the line of the store directive, not the end of its block.
+	seg.Reset()
+	seg.Next()
 	if _, dup := app.StoresRaw[name]; dup {
-		return "", d.Errf("store %q is configured more than once", name)
+		return "", seg.Errf("store %q is configured more than once", name)
 	}
 	mod, err := caddy.GetModule("tftp.stores." + module)
 	if err != nil {
-		return "", d.Errf("store %q: unknown store module %q", name, module)
+		return "", seg.Errf("store %q: unknown store module %q", name, module)
 	}
 	unm, ok := mod.New().(caddyfile.Unmarshaler)
 	if !ok {
-		return "", d.Errf("store module %q cannot be configured from a Caddyfile", module)
+		return "", seg.Errf("store module %q cannot be configured from a Caddyfile", module)
 	}
 	seg.Reset()
 	if err := unm.UnmarshalCaddyfile(seg); err != nil {
@@ -269,13 +272,14 @@ func noArgs(d *caddyfile.Dispenser, flag *bool) error {
 }
 
 func parseIntArg(d *caddyfile.Dispenser, dst *int) error {
+	directive := d.Val()
 	v, err := singleArg(d)
 	if err != nil {
 		return err
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {
-		return d.Errf("%s: %q is not a whole number", d.Val(), v)
+		return d.Errf("%s: %q is not a whole number", directive, v)
 	}
 	*dst = n
 	return nil
