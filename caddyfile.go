@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 )
 
@@ -32,6 +33,15 @@ func init() {
 //		max_block_size <bytes>
 //		max_window_size <blocks>
 //		disable_options
+//		allow_read <addresses|ranges|private_ranges...>
+//		allow_write <addresses|ranges|private_ranges...>
+//		root <path>
+//		rewrite <regexp> <replacement>
+//		single_port
+//		max_transfers <count>
+//		max_transfers_per_host <count>
+//		max_transfer_duration <duration>
+//		min_transfer_rate <bytes per second>|off
 //
 //		# more servers, each with the directives above
 //		server <name> {
@@ -142,6 +152,49 @@ func parseServerDirective(d *caddyfile.Dispenser, app *App, s *Server) error {
 		return parseIntArg(d, &s.MaxBlockSize)
 	case "max_window_size":
 		return parseIntArg(d, &s.MaxWindowSize)
+	case "allow_read":
+		return parseAddressList(d, &s.AllowRead)
+	case "allow_write":
+		return parseAddressList(d, &s.AllowWrite)
+	case "root":
+		v, err := singleArg(d)
+		if err != nil {
+			return err
+		}
+		s.Root = v
+	case "rewrite":
+		var match, replace string
+		if !d.AllArgs(&match, &replace) {
+			return d.ArgErr()
+		}
+		s.Rewrites = append(s.Rewrites, &Rewrite{Match: match, Replace: replace})
+	case "single_port":
+		return noArgs(d, &s.SinglePort)
+	case "max_transfers":
+		return parseIntArg(d, &s.MaxTransfers)
+	case "max_transfers_per_host":
+		return parseIntArg(d, &s.MaxTransfersPerHost)
+	case "max_transfer_duration":
+		dur, err := parseDurationArg(d)
+		if err != nil {
+			return err
+		}
+		s.MaxTransferDuration = dur
+	case "min_transfer_rate":
+		directive := d.Val()
+		v, err := singleArg(d)
+		if err != nil {
+			return err
+		}
+		if v == "off" {
+			s.MinTransferRate = -1
+			return nil
+		}
+		n, err := humanize.ParseBytes(v)
+		if err != nil || n == 0 || n > 1<<40 {
+			return d.Errf("%s: bad rate %q (bytes per second, or off)", directive, v)
+		}
+		s.MinTransferRate = int64(n)
 	default:
 		return d.Errf("unrecognized tftp directive: %s", d.Val())
 	}
@@ -250,6 +303,26 @@ func storeDeclares(d *caddyfile.Dispenser) bool {
 	default:
 		return true
 	}
+}
+
+// parseAddressList reads IP addresses, CIDR ranges and private_ranges.
+func parseAddressList(d *caddyfile.Dispenser, dst *[]string) error {
+	directive := d.Val()
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	for _, a := range args {
+		if a == "private_ranges" {
+			*dst = append(*dst, a)
+			continue
+		}
+		if _, err := caddyhttp.CIDRExpressionToPrefix(a); err != nil {
+			return d.Errf("%s: %v", directive, err)
+		}
+		*dst = append(*dst, a)
+	}
+	return nil
 }
 
 func singleArg(d *caddyfile.Dispenser) (string, error) {

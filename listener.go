@@ -36,12 +36,31 @@ type listener struct {
 	handler atomic.Pointer[handlerBox]
 	done    chan struct{}
 
-	// active holds the client address of every transfer in progress on
-	// this address, across reloads, so a repeated request does not start a
-	// second transfer.
-	mu     sync.Mutex
-	active map[netip.AddrPort]struct{}
+	// active holds every transfer in progress on this address by client
+	// address, across reloads: a repeated request does not start a second
+	// transfer, limits count them, and single-port transfers get their
+	// packets through it.
+	mu       sync.Mutex
+	active   map[netip.AddrPort]*activeTransfer
+	perHost  map[netip.Addr]int
+	muxCount int // single-port transfers among active
 }
+
+// claimLimits bound the transfers a listener accepts; zero means no limit.
+type claimLimits struct {
+	total   int
+	perHost int
+}
+
+// claimResult says why a request was or was not accepted.
+type claimResult int
+
+const (
+	claimed claimResult = iota
+	claimDuplicate
+	claimOverTotal
+	claimOverHost
+)
 
 // handlerBox lets an interface value live in an atomic.Pointer.
 type handlerBox struct{ h requestHandler }
@@ -88,7 +107,8 @@ func openListener(ctx caddy.Context, na caddy.NetworkAddress, key string, logger
 		conn:   conn,
 		addr:   conn.LocalAddr().(*net.UDPAddr).AddrPort(),
 		done:   make(chan struct{}),
-		active: make(map[netip.AddrPort]struct{}),
+		active:  make(map[netip.AddrPort]*activeTransfer),
+		perHost: make(map[netip.Addr]int),
 	}
 	go l.serve(logger.With(zap.String("listen", l.addr.String())))
 	return l, nil
@@ -166,12 +186,43 @@ func (l *listener) serve(logger *zap.Logger) {
 		if !local.IsValid() {
 			local = l.addr.Addr()
 		}
+		if l.deliverToTransfer(remote, buf[:n]) {
+			continue
+		}
 		box := l.handler.Load()
 		if box == nil {
 			continue
 		}
-		box.h.handleRequest(l, buf[:n], remote, local)
+		l.dispatch(logger, box.h, buf[:n], remote, local)
 	}
+}
+
+// dispatch hands a request to the handler; a panic while handling one
+// request is logged and never stops the listener.
+func (l *listener) dispatch(logger *zap.Logger, h requestHandler, pkt []byte, remote netip.AddrPort, local netip.Addr) {
+	defer func() {
+		if r := recover(); r != nil {
+			logger.Error("panic handling request", zap.Stringer("remote", unmapAddrPort(remote)), zap.Any("panic", r), zap.StackSkip("stack", 2))
+		}
+	}()
+	h.handleRequest(l, pkt, remote, local)
+}
+
+// deliverToTransfer passes a packet to the single-port transfer of its
+// sender, if there is one.
+func (l *listener) deliverToTransfer(remote netip.AddrPort, pkt []byte) bool {
+	l.mu.Lock()
+	if l.muxCount == 0 {
+		l.mu.Unlock()
+		return false
+	}
+	at := l.active[remote]
+	l.mu.Unlock()
+	if at == nil || at.inbox == nil {
+		return false
+	}
+	at.inbox.deliver(pkt)
+	return true
 }
 
 // reply sends a packet from the listening socket, with the source address
@@ -180,23 +231,43 @@ func (l *listener) reply(b []byte, remote netip.AddrPort, local netip.Addr) {
 	_, _, _ = l.conn.WriteMsgUDPAddrPort(b, sourceOOB(local, l.addr.Addr()), remote)
 }
 
-// claim marks a client address as having a transfer in progress; it fails
-// if one already does.
-func (l *listener) claim(remote netip.AddrPort) bool {
+// claim registers a transfer for its client address, within the limits.
+func (l *listener) claim(at *activeTransfer, limits claimLimits) claimResult {
+	host := at.remote.Addr().Unmap()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, busy := l.active[remote]; busy {
-		return false
+	if _, busy := l.active[at.remote]; busy {
+		return claimDuplicate
 	}
-	l.active[remote] = struct{}{}
-	return true
+	if limits.total > 0 && len(l.active) >= limits.total {
+		return claimOverTotal
+	}
+	if limits.perHost > 0 && l.perHost[host] >= limits.perHost {
+		return claimOverHost
+	}
+	l.active[at.remote] = at
+	l.perHost[host]++
+	if at.inbox != nil {
+		l.muxCount++
+	}
+	return claimed
 }
 
 // unclaim ends what claim started.
-func (l *listener) unclaim(remote netip.AddrPort) {
+func (l *listener) unclaim(at *activeTransfer) {
+	host := at.remote.Addr().Unmap()
 	l.mu.Lock()
-	delete(l.active, remote)
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	if l.active[at.remote] != at {
+		return
+	}
+	delete(l.active, at.remote)
+	if l.perHost[host]--; l.perHost[host] <= 0 {
+		delete(l.perHost, host)
+	}
+	if at.inbox != nil {
+		l.muxCount--
+	}
 }
 
 // Interface guards

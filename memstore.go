@@ -96,6 +96,11 @@ func (m *MemoryStore) Usage() (files int, bytes int64) {
 	return m.data.usage()
 }
 
+// Limits returns the configured capacity and largest file size.
+func (m *MemoryStore) Limits() (maxBytes, maxFileSize int64) {
+	return m.MaxBytes, m.MaxFileSize
+}
+
 // Open implements Store.
 func (m *MemoryStore) Open(name string) (File, error) {
 	f, ok := m.data.get(name)
@@ -319,6 +324,8 @@ func (d *memData) remove(name string) error {
 // Interface guards
 var (
 	_ Store              = (*MemoryStore)(nil)
+	_ NamedStore         = (*MemoryStore)(nil)
+	_ UsageReporter      = (*MemoryStore)(nil)
 	_ caddy.Provisioner  = (*MemoryStore)(nil)
 	_ caddy.CleanerUpper = (*MemoryStore)(nil)
 	_ caddy.Destructor   = (*memData)(nil)

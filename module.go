@@ -67,6 +67,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.GracePeriod == 0 {
 		a.GracePeriod = caddy.Duration(defaultGracePeriod)
 	}
+	if err := registerMetrics(ctx); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	if err := a.provisionStores(ctx); err != nil {
 		return err
 	}

@@ -7,12 +7,15 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -24,6 +27,11 @@ const (
 	defaultRetries       = 5
 	defaultMaxBlockSize  = maxBlockSize
 	defaultMaxWindowSize = 64
+
+	defaultMaxTransfers        = 4096
+	defaultMaxTransfersPerHost = 128
+	defaultMaxTransferDuration = time.Hour
+	defaultMinTransferRate     = 128
 )
 
 // Server is one TFTP server: the addresses it listens on, the store it
@@ -77,6 +85,55 @@ type Server struct {
 	// plain RFC 1350 with 512-byte blocks. Default: false.
 	DisableOptions bool `json:"disable_options,omitempty"`
 
+	// AllowRead lists the client addresses that may read files: IP
+	// addresses, CIDR ranges, or "private_ranges" for every private,
+	// loopback and link-local range. Others get TFTP error 2.
+	// Default: empty, which allows every address.
+	AllowRead []string `json:"allow_read,omitempty"`
+
+	// AllowWrite lists the client addresses that may write files, in the
+	// same forms as AllowRead; use it to limit uploads to a management
+	// network while reads stay open. Default: empty, which allows every
+	// address (unless ReadOnly is set).
+	AllowWrite []string `json:"allow_write,omitempty"`
+
+	// Root is a path prefix inside the store that this server's names are
+	// resolved under, so several servers can keep separate trees in one
+	// store: with root "lab1", a request for "pxelinux.0" reads
+	// "lab1/pxelinux.0". Default: empty (the store's top).
+	Root string `json:"root,omitempty"`
+
+	// Rewrites change requested file names before they are looked up.
+	// The first rule whose pattern matches is applied; later rules are not
+	// tried. Names are cleaned before and after rewriting.
+	Rewrites []*Rewrite `json:"rewrites,omitempty"`
+
+	// SinglePort keeps every transfer on the listening port instead of a
+	// new port per transfer, telling transfers apart by the client's
+	// address and port. Use it behind NAT, in containers and through
+	// strict firewalls that only pass the well-known port. Default: false.
+	SinglePort bool `json:"single_port,omitempty"`
+
+	// MaxTransfers is how many transfers may run at once on each listen
+	// address. Requests over the limit are left unanswered, so clients
+	// retry them after their own timeout instead of failing. Default: 4096.
+	MaxTransfers int `json:"max_transfers,omitempty"`
+
+	// MaxTransfersPerHost is how many transfers one client IP address may
+	// run at once on each listen address; requests over it are left
+	// unanswered like those over MaxTransfers. Default: 128.
+	MaxTransfersPerHost int `json:"max_transfers_per_host,omitempty"`
+
+	// MaxTransferDuration ends any transfer that runs longer, with TFTP
+	// error 0. Default: 1h.
+	MaxTransferDuration caddy.Duration `json:"max_transfer_duration,omitempty"`
+
+	// MinTransferRate ends a transfer that moves fewer bytes per second
+	// than this, averaged over each minute, with TFTP error 0, so a peer
+	// that answers just often enough to avoid timeouts cannot hold a slot
+	// for long. Set -1 to disable. Default: 128.
+	MinTransferRate int64 `json:"min_transfer_rate,omitempty"`
+
 	name      string
 	addresses []caddy.NetworkAddress
 	store     Store
@@ -85,6 +142,9 @@ type Server struct {
 	accessLog *zap.Logger
 	policy    negotiationPolicy
 	limits    transferLimits
+	claims    claimLimits
+	readACL   []netip.Prefix
+	writeACL  []netip.Prefix
 
 	listeners []*listener
 	previous  []requestHandler
@@ -122,6 +182,35 @@ func (s *Server) provision(ctx caddy.Context, name string, logger *zap.Logger) e
 	if s.MaxWindowSize == 0 {
 		s.MaxWindowSize = defaultMaxWindowSize
 	}
+	if s.MaxTransfers == 0 {
+		s.MaxTransfers = defaultMaxTransfers
+	}
+	if s.MaxTransfersPerHost == 0 {
+		s.MaxTransfersPerHost = defaultMaxTransfersPerHost
+	}
+	if s.MaxTransferDuration == 0 {
+		s.MaxTransferDuration = caddy.Duration(defaultMaxTransferDuration)
+	}
+	if s.MinTransferRate == 0 {
+		s.MinTransferRate = defaultMinTransferRate
+	}
+	var err error
+	if s.readACL, err = parseACL(s.AllowRead); err != nil {
+		return fmt.Errorf("allow_read: %w", err)
+	}
+	if s.writeACL, err = parseACL(s.AllowWrite); err != nil {
+		return fmt.Errorf("allow_write: %w", err)
+	}
+	if s.Root != "" {
+		if s.Root, err = cleanName(s.Root); err != nil {
+			return fmt.Errorf("root %q: %w", s.Root, err)
+		}
+	}
+	for i, rw := range s.Rewrites {
+		if err := rw.provision(); err != nil {
+			return fmt.Errorf("rewrite %d: %w", i, err)
+		}
+	}
 	repl := caddy.NewReplacer()
 	for _, raw := range s.Listen {
 		na, err := caddy.ParseNetworkAddressWithDefaults(repl.ReplaceAll(raw, ""), "udp", 69)
@@ -141,7 +230,12 @@ func (s *Server) provision(ctx caddy.Context, name string, logger *zap.Logger) e
 		maxWindowSize: s.MaxWindowSize,
 		timeout:       time.Duration(s.Timeout),
 	}
-	s.limits = transferLimits{retries: s.Retries}
+	s.limits = transferLimits{
+		retries:     s.Retries,
+		maxDuration: time.Duration(s.MaxTransferDuration),
+		minRate:     max(s.MinTransferRate, 0),
+	}
+	s.claims = claimLimits{total: s.MaxTransfers, perHost: s.MaxTransfersPerHost}
 	return nil
 }
 
@@ -156,6 +250,10 @@ func (s *Server) validate() error {
 		return fmt.Errorf("timeout must not be negative")
 	case s.Retries < 0:
 		return fmt.Errorf("retries must not be negative")
+	case s.MaxTransfers < 0 || s.MaxTransfersPerHost < 0:
+		return fmt.Errorf("transfer limits must not be negative")
+	case s.MaxTransferDuration < 0:
+		return fmt.Errorf("max_transfer_duration must not be negative")
 	}
 	return nil
 }
@@ -237,8 +335,7 @@ func (s *Server) handleRequest(l *listener, pkt []byte, remote netip.AddrPort, l
 		s.refuse(l, remote, local, &req, ErrCodeIllegalOp, "unknown transfer mode")
 		return
 	}
-	name, err := cleanName(req.filename)
-	if err != nil {
+	if !s.allowed(req.op, remote.Addr().Unmap()) {
 		s.refuse(l, remote, local, &req, ErrCodeAccessViolated, "access violation")
 		return
 	}
@@ -246,28 +343,104 @@ func (s *Server) handleRequest(l *listener, pkt []byte, remote netip.AddrPort, l
 		s.refuse(l, remote, local, &req, ErrCodeAccessViolated, "server is read-only")
 		return
 	}
-	if !l.claim(remote) {
+	name, err := s.resolveName(req.filename, remote)
+	if err != nil {
+		s.refuse(l, remote, local, &req, ErrCodeAccessViolated, "access violation")
+		return
+	}
+	at := &activeTransfer{
+		server:    s.name,
+		file:      name,
+		direction: direction(req.op),
+		mode:      req.mode,
+		remote:    remote,
+		start:     time.Now(),
+	}
+	if s.SinglePort {
+		at.inbox = newMuxConn(l, remote, local)
+	}
+	switch l.claim(at, s.claims) {
+	case claimed:
+	case claimDuplicate:
 		// The client repeated its request while the transfer it asked for
 		// is running; that transfer answers it.
+		metricRequestsDropped.WithLabelValues(s.name, "duplicate").Inc()
+		return
+	default:
+		metricRequestsDropped.WithLabelValues(s.name, "limit").Inc()
+		if c := s.logger.Check(zapcore.DebugLevel, "request over the concurrency limit left unanswered"); c != nil {
+			c.Write(zap.Stringer("remote", unmapAddrPort(remote)), zap.String("file", name))
+		}
 		return
 	}
 	s.transfers.Add(1)
-	go s.runTransfer(l, req, name, netascii, remote, local)
+	go s.runTransfer(l, at, req, netascii, local)
+}
+
+// allowed applies the address lists to a read or write.
+func (s *Server) allowed(op uint16, addr netip.Addr) bool {
+	acl := s.readACL
+	if op == opWRQ {
+		acl = s.writeACL
+	}
+	if len(acl) == 0 {
+		return true
+	}
+	for _, p := range acl {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveName cleans the requested name, applies the rewrite rules and the
+// root prefix, and returns the store key.
+func (s *Server) resolveName(raw string, remote netip.AddrPort) (string, error) {
+	name, err := cleanName(raw)
+	if err != nil {
+		return "", err
+	}
+	if len(s.Rewrites) > 0 {
+		repl := caddy.NewReplacer()
+		repl.Set("remote_host", remote.Addr().Unmap().String())
+		repl.Set("remote_port", strconv.Itoa(int(remote.Port())))
+		repl.Set("tftp.server", s.name)
+		for _, rw := range s.Rewrites {
+			if out, ok := rw.apply(name, repl); ok {
+				if name, err = cleanName(out); err != nil {
+					return "", err
+				}
+				break
+			}
+		}
+	}
+	if s.Root != "" {
+		name = s.Root + "/" + name
+	}
+	return name, nil
 }
 
 // refuseMalformed answers a datagram that is not a valid request.
 func (s *Server) refuseMalformed(l *listener, pkt []byte, remote netip.AddrPort, local netip.Addr, err error) {
-	if opcode(pkt) == opERROR {
+	code, msg := ErrCodeIllegalOp, "illegal TFTP operation"
+	switch opcode(pkt) {
+	case opERROR:
 		return // never answer an error with an error
+	case opDATA, opACK, opOACK:
+		// A packet of a transfer that does not exist (or has ended).
+		code, msg = ErrCodeUnknownTID, "unknown transfer ID"
 	}
 	if c := s.logger.Check(zapcore.DebugLevel, "malformed request"); c != nil {
-		c.Write(zap.Stringer("remote", remote), zap.Error(err))
+		c.Write(zap.Stringer("remote", unmapAddrPort(remote)), zap.Error(err))
 	}
-	l.reply(appendError(nil, ErrCodeIllegalOp, "illegal TFTP operation"), remote, local)
+	countErrorSent(code)
+	l.reply(appendError(nil, code, msg), remote, local)
 }
 
 // refuse answers a request the policy rejects, from the listening socket.
 func (s *Server) refuse(l *listener, remote netip.AddrPort, local netip.Addr, req *request, code ErrorCode, msg string) {
+	countErrorSent(code)
 	l.reply(appendError(nil, code, msg), remote, local)
 	s.accessLog.Info("request refused",
 		zap.Stringer("remote", unmapAddrPort(remote)),
@@ -280,17 +453,22 @@ func (s *Server) refuse(l *listener, remote netip.AddrPort, local netip.Addr, re
 }
 
 // runTransfer opens the file, negotiates options, and runs the transfer on
-// a new socket bound to the address the client contacted.
-func (s *Server) runTransfer(l *listener, req request, name string, netascii bool, remote netip.AddrPort, local netip.Addr) {
+// a new socket bound to the address the client contacted (or, in
+// single-port mode, on the listening socket).
+func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netascii bool, local netip.Addr) {
 	defer s.transfers.Done()
-	claimed := true
-	unclaim := func() {
-		if claimed {
-			claimed = false
-			l.unclaim(remote)
+	registered := true
+	unregister := func() {
+		if registered {
+			registered = false
+			l.unclaim(at)
+			if at.inbox != nil {
+				_ = at.inbox.Close()
+			}
 		}
 	}
-	defer unclaim()
+	defer unregister()
+	remote, name := at.remote, at.file
 	peer := unmapAddrPort(remote)
 	defer func() {
 		if r := recover(); r != nil {
@@ -332,22 +510,31 @@ func (s *Server) runTransfer(l *listener, req request, name string, netascii boo
 		}
 	}
 
-	conn, err := listenTransfer(local)
-	if err != nil {
-		if up != nil {
-			up.Abort()
+	var conn packetConn = at.inbox
+	if at.inbox == nil {
+		udp, err := listenTransfer(local, params)
+		if err != nil {
+			if up != nil {
+				up.Abort()
+			}
+			s.logger.Error("opening transfer socket", zap.Error(err))
+			s.refuse(l, remote, local, &req, ErrCodeUndefined, "server busy")
+			return
 		}
-		s.logger.Error("opening transfer socket", zap.Error(err))
-		s.refuse(l, remote, local, &req, ErrCodeUndefined, "server busy")
-		return
+		conn = udp
 	}
 	t := newTransfer(s.transferCtx, conn, peer, params, s.limits)
+	at.xfer.Store(t)
 	stopWatch := context.AfterFunc(s.transferCtx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer func() {
 		stopWatch()
 		t.release()
 	}()
+	dir := direction(req.op)
+	inProgress := metricInProgress.WithLabelValues(s.name, dir)
+	inProgress.Inc()
 
+	var err error
 	if req.op == opRRQ {
 		err = t.serveRead(src, size)
 	} else {
@@ -356,8 +543,12 @@ func (s *Server) runTransfer(l *listener, req request, name string, netascii boo
 			up.Abort()
 		}
 	}
-	s.logTransfer(t, &req, name, err)
-	unclaim()
+	inProgress.Dec()
+	outcome := s.finishTransfer(t, &req, name, err)
+	emitTransferEvent(s.name, t, &req, name, outcome, err)
+	if at.inbox == nil {
+		unregister()
+	}
 	if req.op == opWRQ && err == nil {
 		t.dally()
 	}
@@ -366,7 +557,7 @@ func (s *Server) runTransfer(l *listener, req request, name string, netascii boo
 // listenTransfer opens a transfer's socket on an ephemeral port of the
 // address the client contacted. It deliberately avoids SO_REUSEPORT so two
 // transfers can never share a port.
-func listenTransfer(local netip.Addr) (*net.UDPConn, error) {
+func listenTransfer(local netip.Addr, params transferParams) (*net.UDPConn, error) {
 	local = local.Unmap()
 	network := "udp6"
 	if local.Is4() {
@@ -377,6 +568,13 @@ func listenTransfer(local netip.Addr) (*net.UDPConn, error) {
 		// An address that cannot be bound alone (a link-local address
 		// without its zone) falls back to the wildcard of its family.
 		conn, err = net.ListenUDP(network, nil)
+	}
+	if err == nil {
+		// A window of large blocks must fit the receive buffer, or the
+		// kernel drops the end of every window of an upload.
+		if want := params.windowSize * (params.blockSize + 64); want > 128<<10 {
+			_ = conn.SetReadBuffer(min(want, listenReadBuffer))
+		}
 	}
 	return conn, err
 }
@@ -405,12 +603,16 @@ func (b bytesReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// logTransfer writes the one access log line of a finished transfer.
-func (s *Server) logTransfer(t *transfer, req *request, name string, err error) {
+// finishTransfer writes the one access log line of a finished transfer and
+// records its metrics; it returns the outcome.
+func (s *Server) finishTransfer(t *transfer, req *request, name string, err error) string {
 	outcome, level := "ok", zapcore.InfoLevel
 	var code ErrorCode = 0
 	var pe *peerError
 	var se *sentError
+	if errors.As(err, &se) {
+		code = se.code
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, errOptionsRefused):
@@ -421,17 +623,30 @@ func (s *Server) logTransfer(t *transfer, req *request, name string, err error) 
 		outcome = "timeout"
 	case errors.Is(err, errStopping):
 		outcome = "stopped"
-	case errors.As(err, &se):
-		outcome, code = "error", se.code
+	case se != nil:
+		outcome = "error"
 		if se.code == ErrCodeUndefined {
 			level = zapcore.ErrorLevel
 		}
 	default:
 		outcome, level = "error", zapcore.ErrorLevel
 	}
+	dir := direction(req.op)
+	elapsed := time.Since(t.start)
+	metricTransfers.WithLabelValues(s.name, dir, outcome).Inc()
+	metricDuration.WithLabelValues(s.name, dir).Observe(elapsed.Seconds())
+	metricRetransmits.WithLabelValues(s.name).Add(float64(t.retransmits.Load()))
+	if req.op == opRRQ {
+		metricBytesSent.WithLabelValues(s.name).Add(float64(t.bytes.Load()))
+	} else {
+		metricBytesReceived.WithLabelValues(s.name).Add(float64(t.bytes.Load()))
+	}
+	if se != nil {
+		countErrorSent(se.code)
+	}
 	c := s.accessLog.Check(level, "transfer finished")
 	if c == nil {
-		return
+		return outcome
 	}
 	fields := []zap.Field{
 		zap.Stringer("remote", t.peer),
@@ -444,13 +659,14 @@ func (s *Server) logTransfer(t *transfer, req *request, name string, err error) 
 		zap.Int64("bytes", t.bytes.Load()),
 		zap.Int64("blocks", t.blocks.Load()),
 		zap.Int64("retransmits", t.retransmits.Load()),
-		zap.Duration("duration", time.Since(t.start)),
+		zap.Duration("duration", elapsed),
 		zap.String("outcome", outcome),
 	}
 	if err != nil {
 		fields = append(fields, zap.Uint16("error_code", uint16(code)), zap.Error(err))
 	}
 	c.Write(fields...)
+	return outcome
 }
 
 func direction(op uint16) string {
@@ -471,6 +687,69 @@ func formatOptions(opts []option) string {
 		b.WriteString(o.value)
 	}
 	return b.String()
+}
+
+// Rewrite changes a requested file name before it is looked up, for
+// example to serve a per-client configuration.
+type Rewrite struct {
+	// Match is a regular expression (RE2 syntax) tried against the whole
+	// cleaned file name, without a leading slash.
+	Match string `json:"match"`
+
+	// Replace is the new name. $1 or ${name} insert match groups, and Caddy
+	// placeholders are expanded: {remote_host} (the client's IP address),
+	// {remote_port}, {tftp.server} (the server's name) and the global ones
+	// such as {env.VAR}.
+	Replace string `json:"replace"`
+
+	re *regexp.Regexp
+}
+
+func (rw *Rewrite) provision() error {
+	if rw == nil {
+		return fmt.Errorf("empty rule")
+	}
+	re, err := regexp.Compile(rw.Match)
+	if err != nil {
+		return fmt.Errorf("match %q: %w", rw.Match, err)
+	}
+	rw.re = re
+	return nil
+}
+
+// apply returns the rewritten name if the rule matches.
+func (rw *Rewrite) apply(name string, repl *caddy.Replacer) (string, bool) {
+	m := rw.re.FindStringSubmatchIndex(name)
+	if m == nil {
+		return "", false
+	}
+	// Placeholder values come from the config and the client's address,
+	// never from the requested name, so expanding them first is safe.
+	tmpl := repl.ReplaceAll(rw.Replace, "")
+	return string(rw.re.ExpandString(nil, tmpl, name, m)), true
+}
+
+// parseACL turns address expressions into prefixes.
+func parseACL(exprs []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, e := range exprs {
+		if e == "private_ranges" {
+			for _, r := range caddyhttp.PrivateRangesCIDR() {
+				p, err := netip.ParsePrefix(r)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, p)
+			}
+			continue
+		}
+		p, err := caddyhttp.CIDRExpressionToPrefix(e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // errBadName is returned for names that cannot be served.

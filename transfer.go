@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"sync/atomic"
@@ -47,13 +46,17 @@ func (e *sentError) Unwrap() error { return e.err }
 type transferLimits struct {
 	retries     int
 	maxDuration time.Duration
+	minRate     int64 // bytes per second over each rateWindow; 0: off
 }
+
+// rateWindow is the period over which MinTransferRate is averaged.
+const rateWindow = time.Minute
 
 // transfer is one read or write session on its own socket, whose port is the
 // server's transfer ID.
 type transfer struct {
 	ctx    context.Context
-	conn   *net.UDPConn
+	conn   packetConn
 	peer   netip.AddrPort
 	params transferParams
 	limits transferLimits
@@ -61,6 +64,11 @@ type transfer struct {
 
 	// lastBlock is the final block of a finished write, for dally.
 	lastBlock uint16
+
+	// rateCheck is when progress is next compared with the minimum rate,
+	// and rateBytes the byte count at the previous check.
+	rateCheck time.Time
+	rateBytes int64
 
 	pkt  []byte // outgoing DATA, reused for every block
 	ctl  []byte // outgoing ACK, OACK or ERROR
@@ -74,14 +82,16 @@ type transfer struct {
 
 // newTransfer prepares a session; buffers come from the pool for the block
 // size and go back in release.
-func newTransfer(ctx context.Context, conn *net.UDPConn, peer netip.AddrPort, params transferParams, limits transferLimits) *transfer {
+func newTransfer(ctx context.Context, conn packetConn, peer netip.AddrPort, params transferParams, limits transferLimits) *transfer {
+	now := time.Now()
 	return &transfer{
-		ctx:    ctx,
-		conn:   conn,
-		peer:   peer,
-		params: params,
-		limits: limits,
-		start:  time.Now(),
+		ctx:       ctx,
+		conn:      conn,
+		peer:      peer,
+		params:    params,
+		limits:    limits,
+		start:     now,
+		rateCheck: now.Add(rateWindow),
 		pkt:    getBuffer(headerLen + params.blockSize),
 		rbuf:   getBuffer(headerLen + params.blockSize + 1),
 		ctl:    make([]byte, 0, 512),
@@ -139,6 +149,9 @@ func (t *transfer) abort(err error) error {
 // receive waits until deadline for a packet from the peer. A packet from any
 // other address gets ERROR 5 and does not disturb the transfer.
 func (t *transfer) receive(deadline time.Time) ([]byte, error) {
+	if err := t.checkRate(); err != nil {
+		return nil, err
+	}
 	if t.limits.maxDuration > 0 {
 		if end := t.start.Add(t.limits.maxDuration); end.Before(deadline) {
 			deadline = end
@@ -173,6 +186,25 @@ func (t *transfer) receive(deadline time.Time) ([]byte, error) {
 		}
 		return t.rbuf[:n], nil
 	}
+}
+
+// checkRate ends a transfer that moved less than the minimum rate over the
+// last rate window.
+func (t *transfer) checkRate() error {
+	if t.limits.minRate <= 0 {
+		return nil
+	}
+	now := time.Now()
+	if now.Before(t.rateCheck) {
+		return nil
+	}
+	moved := t.bytes.Load() - t.rateBytes
+	if moved < t.limits.minRate*int64(rateWindow/time.Second) {
+		return errTooSlow
+	}
+	t.rateBytes += moved
+	t.rateCheck = now.Add(rateWindow)
+	return nil
 }
 
 // serveRead sends size bytes of src, a window of blocks at a time (RFC 7440;

@@ -1,0 +1,127 @@
+package tftp
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The collectors are created once per process and registered into each
+// config's registry, so counters keep counting across reloads.
+var (
+	metricTransfers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "tftp", Name: "transfers_total",
+		Help: "Finished TFTP transfers by server, direction and outcome.",
+	}, []string{"server", "direction", "outcome"})
+	metricInProgress = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "tftp", Name: "transfers_in_progress",
+		Help: "TFTP transfers running now.",
+	}, []string{"server", "direction"})
+	metricBytesSent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "tftp", Name: "bytes_sent_total",
+		Help: "File bytes sent to clients in DATA packets, retransmissions excluded.",
+	}, []string{"server"})
+	metricBytesReceived = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "tftp", Name: "bytes_received_total",
+		Help: "File bytes received from clients in DATA packets.",
+	}, []string{"server"})
+	metricRetransmits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "tftp", Name: "retransmissions_total",
+		Help: "Packets the server sent again because the client did not answer in time.",
+	}, []string{"server"})
+	metricErrorsSent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "tftp", Name: "errors_sent_total",
+		Help: "ERROR packets sent, by TFTP error code.",
+	}, []string{"code"})
+	metricRequestsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "tftp", Name: "requests_dropped_total",
+		Help: "Requests left unanswered: duplicates of a running transfer, or over a concurrency limit.",
+	}, []string{"server", "reason"})
+	metricDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "tftp", Name: "transfer_duration_seconds",
+		Help:    "Duration of finished TFTP transfers.",
+		Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 300},
+	}, []string{"server", "direction"})
+	storeCollector = newStoreMetrics()
+)
+
+// registerMetrics adds the collectors to the config's registry.
+func registerMetrics(ctx caddy.Context) error {
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{
+		metricTransfers, metricInProgress, metricBytesSent, metricBytesReceived,
+		metricRetransmits, metricErrorsSent, metricRequestsDropped, metricDuration, storeCollector,
+	} {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// countErrorSent records an ERROR packet sent.
+func countErrorSent(code ErrorCode) {
+	metricErrorsSent.WithLabelValues(strconv.Itoa(int(code))).Inc()
+}
+
+// UsageReporter is implemented by stores that can report their size, for
+// metrics and the admin API.
+type UsageReporter interface {
+	// Usage returns the number of files and the bytes they hold.
+	Usage() (files int, bytes int64)
+	// Limits returns the store's capacity and largest file, in bytes;
+	// zero means unlimited.
+	Limits() (maxBytes, maxFileSize int64)
+}
+
+// storeMetrics reports the size of the stores of the running config.
+type storeMetrics struct {
+	bytes *prometheus.Desc
+	files *prometheus.Desc
+}
+
+func newStoreMetrics() *storeMetrics {
+	return &storeMetrics{
+		bytes: prometheus.NewDesc("caddy_tftp_store_bytes", "Bytes held by a TFTP store.", []string{"store"}, nil),
+		files: prometheus.NewDesc("caddy_tftp_store_files", "Files held by a TFTP store.", []string{"store"}, nil),
+	}
+}
+
+func (m *storeMetrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.bytes
+	ch <- m.files
+}
+
+func (m *storeMetrics) Collect(ch chan<- prometheus.Metric) {
+	app := currentApp()
+	if app == nil {
+		return
+	}
+	for name, store := range app.stores {
+		u, ok := store.(UsageReporter)
+		if !ok {
+			continue
+		}
+		files, bytes := u.Usage()
+		ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.GaugeValue, float64(bytes), name)
+		ch <- prometheus.MustNewConstMetric(m.files, prometheus.GaugeValue, float64(files), name)
+	}
+}
+
+// currentApp returns the tftp app of the running config, or nil.
+func currentApp() *App {
+	v, err := caddy.ActiveContext().AppIfConfigured("tftp")
+	if err != nil {
+		return nil
+	}
+	app, _ := v.(*App)
+	return app
+}
