@@ -102,11 +102,11 @@ func openListener(ctx caddy.Context, na caddy.NetworkAddress, key string, logger
 	_ = conn.SetReadBuffer(listenReadBuffer)
 	enableDestinationInfo(conn)
 	l := &listener{
-		key:    key,
-		pc:     pc,
-		conn:   conn,
-		addr:   conn.LocalAddr().(*net.UDPAddr).AddrPort(),
-		done:   make(chan struct{}),
+		key:     key,
+		pc:      pc,
+		conn:    conn,
+		addr:    conn.LocalAddr().(*net.UDPAddr).AddrPort(),
+		done:    make(chan struct{}),
 		active:  make(map[netip.AddrPort]*activeTransfer),
 		perHost: make(map[netip.Addr]int),
 	}

@@ -92,9 +92,9 @@ func newTransfer(ctx context.Context, conn packetConn, peer netip.AddrPort, para
 		limits:    limits,
 		start:     now,
 		rateCheck: now.Add(rateWindow),
-		pkt:    getBuffer(headerLen + params.blockSize),
-		rbuf:   getBuffer(headerLen + params.blockSize + 1),
-		ctl:    make([]byte, 0, 512),
+		pkt:       getBuffer(headerLen + params.blockSize),
+		rbuf:      getBuffer(headerLen + params.blockSize + 1),
+		ctl:       make([]byte, 0, 512),
 	}
 }
 
