@@ -63,6 +63,22 @@ echo "ok"
 step "go test -race -count=1 -timeout 30m ./..."
 go test -race -count=1 -timeout 30m ./...
 
+step "go vet -tags firmware ./firmware/"
+go vet -tags firmware ./firmware/
+
+# Real boot firmware (iPXE, OVMF, U-Boot) under QEMU. The UEFI and U-Boot
+# runs need network namespaces, so root; CI runs as root.
+if [ "$(id -u)" -eq 0 ]; then
+	step "firmware boot tests (QEMU)"
+	./firmware/install.sh
+	go test -tags firmware -count=1 -timeout 20m -v ./firmware/
+else
+	step "firmware boot tests NOT RUN: they need root (network namespaces); run: sudo ./firmware.sh"
+fi
+
+step "benchmarks compile and run once"
+go test -run='^$' -bench=. -benchtime=1x -timeout 10m .
+
 # Fuzz targets are discovered from the sources so new ones are picked up.
 targets="$(grep -ho '^func Fuzz[A-Za-z0-9_]*' -- *_test.go 2>/dev/null | sed 's/^func //' | sort -u || true)"
 if [ -z "$targets" ]; then
