@@ -52,6 +52,7 @@ func init() {
 //		store <name> [<module>] {
 //			max_bytes <size>
 //			max_file_size <size>
+//			preload <directory>
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -253,6 +254,7 @@ func parseStore(d *caddyfile.Dispenser, app *App) (string, error) {
 //	store <name> [memory] {
 //		max_bytes <size>
 //		max_file_size <size>
+//		preload <directory>
 //	}
 //
 // Sizes are bytes, or forms such as 64MiB or 1GB.
@@ -269,6 +271,12 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseSizeArg(d, &m.MaxFileSize); err != nil {
 				return err
 			}
+		case "preload":
+			dir, err := singleArg(d)
+			if err != nil {
+				return err
+			}
+			m.Preload = dir
 		default:
 			return d.Errf("unrecognized memory store directive: %s", d.Val())
 		}

@@ -36,6 +36,12 @@ type listener struct {
 	handler atomic.Pointer[handlerBox]
 	done    chan struct{}
 
+	// handoff is held by the reader while it hands a request to the
+	// handler, and by every handler change, so once setHandler or
+	// restoreHandler returns no request is still on its way to the handler
+	// that was replaced.
+	handoff sync.Mutex
+
 	// active holds every transfer in progress on this address by client
 	// address, across reloads: a repeated request does not start a second
 	// transfer, limits count them, and single-port transfers get their
@@ -137,6 +143,8 @@ func (l *listener) Destruct() error {
 
 // setHandler makes h receive new requests and returns the previous one.
 func (l *listener) setHandler(h requestHandler) requestHandler {
+	l.handoff.Lock()
+	defer l.handoff.Unlock()
 	old := l.handler.Swap(&handlerBox{h})
 	if old == nil {
 		return nil
@@ -148,6 +156,8 @@ func (l *listener) setHandler(h requestHandler) requestHandler {
 // config that is rolled back after starting must not black-hole the one
 // that keeps running.
 func (l *listener) restoreHandler(h, prev requestHandler) {
+	l.handoff.Lock()
+	defer l.handoff.Unlock()
 	for {
 		cur := l.handler.Load()
 		if cur == nil || cur.h != h {
@@ -167,7 +177,10 @@ func (l *listener) restoreHandler(h, prev requestHandler) {
 // dispatched inline; every transfer runs on its own goroutine and socket.
 func (l *listener) serve(logger *zap.Logger) {
 	defer close(l.done)
-	buf := make([]byte, maxRequestLen+1)
+	// Large enough for a DATA packet of the biggest block, which single-port
+	// transfers receive here; requests longer than maxRequestLen are
+	// refused by the parser.
+	buf := make([]byte, headerLen+maxBlockSize+1)
 	oob := make([]byte, oobSize)
 	for {
 		n, oobn, _, remote, err := l.conn.ReadMsgUDPAddrPort(buf, oob)
@@ -189,11 +202,11 @@ func (l *listener) serve(logger *zap.Logger) {
 		if l.deliverToTransfer(remote, buf[:n]) {
 			continue
 		}
-		box := l.handler.Load()
-		if box == nil {
-			continue
+		l.handoff.Lock()
+		if box := l.handler.Load(); box != nil {
+			l.dispatch(logger, box.h, buf[:n], remote, local)
 		}
-		l.dispatch(logger, box.h, buf[:n], remote, local)
+		l.handoff.Unlock()
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -38,9 +40,22 @@ type MemoryStore struct {
 	// Default: 268435456 (256 MiB).
 	MaxFileSize int64 `json:"max_file_size,omitempty"`
 
-	name     string
-	data     *memData
-	attached bool
+	// Preload is a directory whose files, recursively, are loaded into the
+	// store each time the config loads. A file's name in the store is its
+	// path relative to the directory, with "/" between directories, and
+	// must follow the same rules as names in TFTP requests. Preloaded files
+	// replace same-named files in the store, and like any other file they
+	// survive reloads and can later be overwritten or deleted. Symbolic
+	// links to files are followed; links to directories and special files
+	// are skipped. A missing directory, a bad name, or files over the
+	// store's limits make the config fail to load. Placeholders such as
+	// {env.VAR} are expanded. Default: empty (nothing is preloaded).
+	Preload string `json:"preload,omitempty"`
+
+	name      string
+	data      *memData
+	attached  bool
+	preloaded []preloadFile
 }
 
 // CaddyModule returns the Caddy module information.
@@ -62,6 +77,13 @@ func (m *MemoryStore) Provision(caddy.Context) error {
 	if m.MaxBytes < 0 || m.MaxFileSize < 0 {
 		return fmt.Errorf("memory store limits must not be negative")
 	}
+	if m.Preload != "" {
+		files, err := readPreload(caddy.NewReplacer().ReplaceKnown(m.Preload, ""), m.MaxBytes, m.MaxFileSize)
+		if err != nil {
+			return err
+		}
+		m.preloaded = files
+	}
 	return nil
 }
 
@@ -77,7 +99,78 @@ func (m *MemoryStore) AttachName(name string) error {
 	m.name = name
 	m.data = v.(*memData)
 	m.attached = true
+	if m.preloaded != nil {
+		err := m.data.putAll(m.preloaded, m.MaxBytes)
+		m.preloaded = nil
+		if err != nil {
+			return fmt.Errorf("preload %s: %w", m.Preload, err)
+		}
+	}
 	return nil
+}
+
+// preloadFile is a file read from a preload directory.
+type preloadFile struct {
+	name string
+	data []byte
+}
+
+// readPreload reads every file under dir, checking names and limits.
+func readPreload(dir string, maxBytes, maxFileSize int64) ([]preloadFile, error) {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("preload: %w", err)
+	}
+	if !info.IsDir() {
+		return nil, fmt.Errorf("preload: %s is not a directory", dir)
+	}
+	if dir, err = filepath.EvalSymlinks(dir); err != nil {
+		return nil, fmt.Errorf("preload: %w", err)
+	}
+	files := []preloadFile{}
+	seen := make(map[string]bool)
+	var total int64
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := os.Stat(path) // follows a symbolic link
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		name, err := cleanName(rel)
+		if err != nil || seen[name] {
+			return fmt.Errorf("%s: %q is not usable as a TFTP file name", path, rel)
+		}
+		if fi.Size() > maxFileSize {
+			return fmt.Errorf("%s is %d bytes, over the store's max_file_size of %d", path, fi.Size(), maxFileSize)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if int64(len(data)) > maxFileSize {
+			return fmt.Errorf("%s is %d bytes, over the store's max_file_size of %d", path, len(data), maxFileSize)
+		}
+		if total += int64(len(data)); total > maxBytes {
+			return fmt.Errorf("the files in %s exceed the store's max_bytes of %d", dir, maxBytes)
+		}
+		seen[name] = true
+		files = append(files, preloadFile{name: name, data: data})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("preload: %w", err)
+	}
+	return files, nil
 }
 
 // Cleanup drops this config's reference to the contents; the last reference
@@ -306,6 +399,32 @@ func (d *memData) put(name string, data []byte, overwrite bool, maxBytes int64) 
 	}
 	d.files[name] = &memFile{data: data, modTime: time.Now()}
 	d.bytes += int64(len(data))
+	return nil
+}
+
+// putAll stores files in one step, replacing same-named files, if all of
+// them fit.
+func (d *memData) putAll(files []preloadFile, maxBytes int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	used := d.bytes
+	for _, f := range files {
+		if old, ok := d.files[f.name]; ok {
+			used -= old.Size()
+		}
+		used += int64(len(f.data))
+	}
+	if used > maxBytes {
+		return fmt.Errorf("the store would hold %d bytes, over its max_bytes of %d: %w", used, maxBytes, ErrStoreFull)
+	}
+	now := time.Now()
+	for _, f := range files {
+		if old, ok := d.files[f.name]; ok {
+			d.bytes -= old.Size()
+		}
+		d.files[f.name] = &memFile{data: f.data, modTime: now}
+		d.bytes += int64(len(f.data))
+	}
 	return nil
 }
 

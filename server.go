@@ -290,8 +290,11 @@ func (s *Server) releaseListeners() {
 // the process is exiting, so a reload is never held up.
 func (s *Server) stop(grace time.Duration) {
 	s.stopOnce.Do(func() {
-		s.stopping.Store(true)
+		// Hand the sockets back before refusing requests: once
+		// releaseListeners returns no request is on its way to this
+		// server, so none is dropped by the stopping check.
 		s.releaseListeners()
+		s.stopping.Store(true)
 		if s.cancelTransfer == nil {
 			return
 		}
@@ -725,7 +728,7 @@ func (rw *Rewrite) apply(name string, repl *caddy.Replacer) (string, bool) {
 	}
 	// Placeholder values come from the config and the client's address,
 	// never from the requested name, so expanding them first is safe.
-	tmpl := repl.ReplaceAll(rw.Replace, "")
+	tmpl := repl.ReplaceKnown(rw.Replace, "")
 	return string(rw.re.ExpandString(nil, tmpl, name, m)), true
 }
 
