@@ -18,6 +18,10 @@ type activeTransfer struct {
 	remote    netip.AddrPort // as received: may be IPv4-mapped
 	start     time.Time
 	xfer      atomic.Pointer[transfer]
+	// finished is set when the exchange with the client is over, so a new
+	// request from the same address and port is not taken for a duplicate
+	// while the transfer is still logging or dallying.
+	finished atomic.Bool
 
 	// inbox receives the client's packets in single-port mode; nil when
 	// the transfer has a socket of its own.

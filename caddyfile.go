@@ -41,7 +41,7 @@ func init() {
 //		max_transfers <count>
 //		max_transfers_per_host <count>
 //		max_transfer_duration <duration>
-//		min_transfer_rate <bytes per second>|off
+//		min_transfer_rate <bytes per second>|off [<window>]
 //
 //		# more servers, each with the directives above
 //		server <name> {
@@ -182,20 +182,7 @@ func parseServerDirective(d *caddyfile.Dispenser, app *App, s *Server) error {
 		}
 		s.MaxTransferDuration = dur
 	case "min_transfer_rate":
-		directive := d.Val()
-		v, err := singleArg(d)
-		if err != nil {
-			return err
-		}
-		if v == "off" {
-			s.MinTransferRate = -1
-			return nil
-		}
-		n, err := humanize.ParseBytes(v)
-		if err != nil || n == 0 || n > 1<<40 {
-			return d.Errf("%s: bad rate %q (bytes per second, or off)", directive, v)
-		}
-		s.MinTransferRate = int64(n)
+		return parseMinRate(d, s)
 	default:
 		return d.Errf("unrecognized tftp directive: %s", d.Val())
 	}
@@ -311,6 +298,35 @@ func storeDeclares(d *caddyfile.Dispenser) bool {
 	default:
 		return true
 	}
+}
+
+// parseMinRate reads `min_transfer_rate <bytes per second>|off [<window>]`.
+func parseMinRate(d *caddyfile.Dispenser, s *Server) error {
+	directive := d.Val()
+	args := d.RemainingArgs()
+	if len(args) == 0 || len(args) > 2 {
+		return d.ArgErr()
+	}
+	if args[0] == "off" {
+		if len(args) > 1 {
+			return d.ArgErr()
+		}
+		s.MinTransferRate = -1
+		return nil
+	}
+	n, err := humanize.ParseBytes(args[0])
+	if err != nil || n == 0 || n > 1<<40 {
+		return d.Errf("%s: bad rate %q (bytes per second, or off)", directive, args[0])
+	}
+	s.MinTransferRate = int64(n)
+	if len(args) == 2 {
+		dur, err := caddy.ParseDuration(args[1])
+		if err != nil || dur <= 0 {
+			return d.Errf("%s: bad window %q", directive, args[1])
+		}
+		s.MinTransferRateWindow = caddy.Duration(dur)
+	}
+	return nil
 }
 
 // parseAddressList reads IP addresses, CIDR ranges and private_ranges.

@@ -249,8 +249,11 @@ func (l *listener) claim(at *activeTransfer, limits claimLimits) claimResult {
 	host := at.remote.Addr().Unmap()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, busy := l.active[at.remote]; busy {
-		return claimDuplicate
+	if prev, busy := l.active[at.remote]; busy {
+		if !prev.finished.Load() {
+			return claimDuplicate
+		}
+		l.removeLocked(prev)
 	}
 	if limits.total > 0 && len(l.active) >= limits.total {
 		return claimOverTotal
@@ -268,12 +271,15 @@ func (l *listener) claim(at *activeTransfer, limits claimLimits) claimResult {
 
 // unclaim ends what claim started.
 func (l *listener) unclaim(at *activeTransfer) {
-	host := at.remote.Addr().Unmap()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.active[at.remote] != at {
-		return
+	if l.active[at.remote] == at {
+		l.removeLocked(at)
 	}
+}
+
+func (l *listener) removeLocked(at *activeTransfer) {
+	host := at.remote.Addr().Unmap()
 	delete(l.active, at.remote)
 	if l.perHost[host]--; l.perHost[host] <= 0 {
 		delete(l.perHost, host)

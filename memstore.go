@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -238,8 +239,14 @@ func (m *MemoryStore) Create(name string, opts CreateOptions) (Upload, error) {
 		}
 	}
 	u := &memUpload{data: m.data, limits: memLimits{MaxBytes: m.MaxBytes, MaxFileSize: m.MaxFileSize}, name: name, overwrite: opts.Overwrite}
+	if old, exists := m.data.get(name); exists && opts.Overwrite {
+		// The version being replaced will be freed at commit.
+		u.credit = old.Size()
+	}
 	if opts.Size > 0 {
-		u.buf = make([]byte, 0, opts.Size)
+		// The declared size is only a hint from the client: reserve at
+		// most a little up front, so a request alone cannot claim memory.
+		u.buf = make([]byte, 0, min(opts.Size, maxUploadPrealloc))
 	}
 	return u, nil
 }
@@ -254,7 +261,12 @@ type memUpload struct {
 	overwrite bool
 	buf       []byte
 	done      bool
+	reserved  int64 // bytes counted in data.pending
+	credit    int64 // size of the version this upload replaces
 }
+
+// maxUploadPrealloc caps the buffer allocated for an upload's declared size.
+const maxUploadPrealloc = 1 << 20
 
 func (u *memUpload) Write(p []byte) (int, error) {
 	if u.done {
@@ -263,11 +275,20 @@ func (u *memUpload) Write(p []byte) (int, error) {
 	if int64(len(u.buf))+int64(len(p)) > u.limits.MaxFileSize {
 		return 0, ErrTooLarge
 	}
-	if int64(len(u.buf))+int64(len(p)) > u.limits.MaxBytes {
+	// Bytes of uploads in progress count toward the store's capacity, so
+	// concurrent uploads cannot together buffer more than it holds.
+	if !u.data.reserve(int64(len(p)), u.limits.MaxBytes+u.credit) {
 		return 0, ErrStoreFull
 	}
+	u.reserved += int64(len(p))
 	u.buf = append(u.buf, p...)
 	return len(p), nil
+}
+
+// release gives back the upload's reservation.
+func (u *memUpload) release() {
+	u.data.pending.Add(-u.reserved)
+	u.reserved = 0
 }
 
 func (u *memUpload) Commit() error {
@@ -275,6 +296,7 @@ func (u *memUpload) Commit() error {
 		return fs.ErrClosed
 	}
 	u.done = true
+	defer u.release()
 	data := u.buf
 	u.buf = nil
 	// Growing by append can leave up to twice the bytes reserved; hand the
@@ -286,8 +308,12 @@ func (u *memUpload) Commit() error {
 }
 
 func (u *memUpload) Abort() {
+	if u.done {
+		return
+	}
 	u.done = true
 	u.buf = nil
+	u.release()
 }
 
 // memLimits are the limits an upload runs under.
@@ -327,6 +353,24 @@ type memData struct {
 	mu    sync.RWMutex
 	files map[string]*memFile
 	bytes int64
+	// used mirrors bytes for lock-free reads; pending counts the bytes
+	// buffered by uploads in progress.
+	used    atomic.Int64
+	pending atomic.Int64
+}
+
+// reserve counts n more buffered bytes if committed and pending bytes stay
+// within maxBytes.
+func (d *memData) reserve(n, maxBytes int64) bool {
+	for {
+		cur := d.pending.Load()
+		if d.used.Load()+cur+n > maxBytes {
+			return false
+		}
+		if d.pending.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
 }
 
 func newMemData() *memData {
@@ -338,6 +382,7 @@ func (d *memData) Destruct() error {
 	d.mu.Lock()
 	d.files = make(map[string]*memFile)
 	d.bytes = 0
+	d.used.Store(d.bytes)
 	d.mu.Unlock()
 	return nil
 }
@@ -396,9 +441,11 @@ func (d *memData) put(name string, data []byte, overwrite bool, maxBytes int64) 
 	}
 	if exists {
 		d.bytes -= old.Size()
+		d.used.Store(d.bytes)
 	}
 	d.files[name] = &memFile{data: data, modTime: time.Now()}
 	d.bytes += int64(len(data))
+	d.used.Store(d.bytes)
 	return nil
 }
 
@@ -421,9 +468,11 @@ func (d *memData) putAll(files []preloadFile, maxBytes int64) error {
 	for _, f := range files {
 		if old, ok := d.files[f.name]; ok {
 			d.bytes -= old.Size()
+			d.used.Store(d.bytes)
 		}
 		d.files[f.name] = &memFile{data: f.data, modTime: now}
 		d.bytes += int64(len(f.data))
+		d.used.Store(d.bytes)
 	}
 	return nil
 }
@@ -437,6 +486,7 @@ func (d *memData) remove(name string) error {
 	}
 	delete(d.files, name)
 	d.bytes -= old.Size()
+	d.used.Store(d.bytes)
 	return nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"strings"
 )
 
 // Opcodes from RFC 1350 and RFC 2347.
@@ -113,7 +112,7 @@ func parseRequest(b []byte) (request, error) {
 		return req, err
 	}
 	req.filename = string(name)
-	req.mode = strings.ToLower(string(mode))
+	req.mode = asciiLower(mode)
 	for len(rest) > 0 {
 		var k, v []byte
 		if k, rest, err = cutField(rest); err != nil {
@@ -128,9 +127,23 @@ func parseRequest(b []byte) (request, error) {
 		if len(k) == 0 {
 			continue
 		}
-		req.options = append(req.options, option{name: strings.ToLower(string(k)), value: string(v)})
+		req.options = append(req.options, option{name: asciiLower(k), value: string(v)})
 	}
 	return req, nil
+}
+
+// asciiLower lower-cases ASCII letters only: option names and modes are
+// ASCII, and Unicode case folding would let "blksize" with a Kelvin sign
+// match "blksize" or turn invalid bytes into longer replacement runes.
+func asciiLower(b []byte) string {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return string(out)
 }
 
 // cutField splits off one NUL-terminated string.
@@ -231,7 +244,7 @@ func parseOACK(b []byte) ([]option, error) {
 			return nil, err
 		}
 		rest = r
-		opts = append(opts, option{name: strings.ToLower(string(k)), value: string(v)})
+		opts = append(opts, option{name: asciiLower(k), value: string(v)})
 	}
 	return opts, nil
 }

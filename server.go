@@ -32,6 +32,7 @@ const (
 	defaultMaxTransfersPerHost = 128
 	defaultMaxTransferDuration = time.Hour
 	defaultMinTransferRate     = 128
+	defaultRateWindow          = time.Minute
 )
 
 // Server is one TFTP server: the addresses it listens on, the store it
@@ -129,10 +130,15 @@ type Server struct {
 	MaxTransferDuration caddy.Duration `json:"max_transfer_duration,omitempty"`
 
 	// MinTransferRate ends a transfer that moves fewer bytes per second
-	// than this, averaged over each minute, with TFTP error 0, so a peer
-	// that answers just often enough to avoid timeouts cannot hold a slot
-	// for long. Set -1 to disable. Default: 128.
+	// than this, averaged over each MinTransferRateWindow, with TFTP error
+	// 0, so a peer that answers just often enough to avoid timeouts cannot
+	// hold a slot for long. Set -1 to disable. Default: 128.
 	MinTransferRate int64 `json:"min_transfer_rate,omitempty"`
+
+	// MinTransferRateWindow is the period MinTransferRate is averaged
+	// over; the first check happens one window after the transfer starts.
+	// Default: 1m.
+	MinTransferRateWindow caddy.Duration `json:"min_transfer_rate_window,omitempty"`
 
 	name      string
 	addresses []caddy.NetworkAddress
@@ -194,6 +200,9 @@ func (s *Server) provision(ctx caddy.Context, name string, logger *zap.Logger) e
 	if s.MinTransferRate == 0 {
 		s.MinTransferRate = defaultMinTransferRate
 	}
+	if s.MinTransferRateWindow == 0 {
+		s.MinTransferRateWindow = caddy.Duration(defaultRateWindow)
+	}
 	var err error
 	if s.readACL, err = parseACL(s.AllowRead); err != nil {
 		return fmt.Errorf("allow_read: %w", err)
@@ -234,6 +243,7 @@ func (s *Server) provision(ctx caddy.Context, name string, logger *zap.Logger) e
 		retries:     s.Retries,
 		maxDuration: time.Duration(s.MaxTransferDuration),
 		minRate:     max(s.MinTransferRate, 0),
+		rateWindow:  time.Duration(s.MinTransferRateWindow),
 	}
 	s.claims = claimLimits{total: s.MaxTransfers, perHost: s.MaxTransfersPerHost}
 	return nil
@@ -254,6 +264,8 @@ func (s *Server) validate() error {
 		return fmt.Errorf("transfer limits must not be negative")
 	case s.MaxTransferDuration < 0:
 		return fmt.Errorf("max_transfer_duration must not be negative")
+	case s.MinTransferRateWindow < 0:
+		return fmt.Errorf("min_transfer_rate_window must not be negative")
 	}
 	return nil
 }
@@ -488,6 +500,9 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 	if req.op == opRRQ {
 		f, err := s.store.Open(name)
 		if err != nil {
+			// Release the client's address first, so a request it sends
+			// as soon as it reads the error is not taken for a duplicate.
+			unregister()
 			code, msg := errorCodeFor(err)
 			s.refuse(l, remote, local, &req, code, msg)
 			return
@@ -496,6 +511,7 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 		src, size = f, f.Size()
 		if netascii {
 			if src, size, err = toNetascii(f); err != nil {
+				unregister()
 				s.logger.Error("reading file", zap.String("file", name), zap.Error(err))
 				s.refuse(l, remote, local, &req, ErrCodeUndefined, "internal server error")
 				return
@@ -507,6 +523,7 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 		var err error
 		up, err = s.store.Create(name, CreateOptions{Overwrite: !s.NoOverwrite, Size: params.tsize})
 		if err != nil {
+			unregister()
 			code, msg := errorCodeFor(err)
 			s.refuse(l, remote, local, &req, code, msg)
 			return
@@ -520,6 +537,7 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 			if up != nil {
 				up.Abort()
 			}
+			unregister()
 			s.logger.Error("opening transfer socket", zap.Error(err))
 			s.refuse(l, remote, local, &req, ErrCodeUndefined, "server busy")
 			return
@@ -547,6 +565,7 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 		}
 	}
 	inProgress.Dec()
+	at.finished.Store(true)
 	outcome := s.finishTransfer(t, &req, name, err)
 	emitTransferEvent(s.name, t, &req, name, outcome, err)
 	if at.inbox == nil {
@@ -732,25 +751,33 @@ func (rw *Rewrite) apply(name string, repl *caddy.Replacer) (string, bool) {
 	return string(rw.re.ExpandString(nil, tmpl, name, m)), true
 }
 
-// parseACL turns address expressions into prefixes.
+// linkLocalRanges are added to Caddy's private ranges: PXE clients on a
+// network without DHCP may use them.
+var linkLocalRanges = []string{"169.254.0.0/16", "fe80::/10"}
+
+// parseACL turns address expressions into prefixes. IPv4-mapped IPv6
+// prefixes are turned into IPv4 ones, since client addresses are compared
+// unmapped.
 func parseACL(exprs []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, e := range exprs {
+		list := []string{e}
 		if e == "private_ranges" {
-			for _, r := range caddyhttp.PrivateRangesCIDR() {
-				p, err := netip.ParsePrefix(r)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, p)
+			list = append(caddyhttp.PrivateRangesCIDR(), linkLocalRanges...)
+		}
+		for _, expr := range list {
+			p, err := caddyhttp.CIDRExpressionToPrefix(expr)
+			if err != nil {
+				return nil, err
 			}
-			continue
+			if p.Addr().Is4In6() {
+				if p.Bits() < 96 {
+					return nil, fmt.Errorf("%s: an IPv4-mapped range must be /96 or longer", expr)
+				}
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
+			out = append(out, p.Masked())
 		}
-		p, err := caddyhttp.CIDRExpressionToPrefix(e)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
 	}
 	return out, nil
 }

@@ -46,11 +46,9 @@ func (e *sentError) Unwrap() error { return e.err }
 type transferLimits struct {
 	retries     int
 	maxDuration time.Duration
-	minRate     int64 // bytes per second over each rateWindow; 0: off
+	minRate     int64         // bytes per second over each rateWindow; 0: off
+	rateWindow  time.Duration // period minRate is averaged over
 }
-
-// rateWindow is the period over which MinTransferRate is averaged.
-const rateWindow = time.Minute
 
 // transfer is one read or write session on its own socket, whose port is the
 // server's transfer ID.
@@ -91,7 +89,7 @@ func newTransfer(ctx context.Context, conn packetConn, peer netip.AddrPort, para
 		params:    params,
 		limits:    limits,
 		start:     now,
-		rateCheck: now.Add(rateWindow),
+		rateCheck: now.Add(limits.rateWindow),
 		pkt:       getBuffer(headerLen + params.blockSize),
 		rbuf:      getBuffer(headerLen + params.blockSize + 1),
 		ctl:       make([]byte, 0, 512),
@@ -134,7 +132,9 @@ func (t *transfer) abort(err error) error {
 	case errors.Is(err, errStopping):
 		return t.sendError(ErrCodeUndefined, "server shutting down", err)
 	case errors.Is(err, errTimedOut):
-		return t.sendError(ErrCodeUndefined, "transfer timed out", err)
+		// The peer is gone or never was: stay silent, so a spoofed request
+		// earns at most the first packet and its retries.
+		return err
 	case errors.Is(err, errTooSlow):
 		return t.sendError(ErrCodeUndefined, "transfer took too long", err)
 	}
@@ -199,11 +199,11 @@ func (t *transfer) checkRate() error {
 		return nil
 	}
 	moved := t.bytes.Load() - t.rateBytes
-	if moved < t.limits.minRate*int64(rateWindow/time.Second) {
+	if float64(moved) < float64(t.limits.minRate)*t.limits.rateWindow.Seconds() {
 		return errTooSlow
 	}
 	t.rateBytes += moved
-	t.rateCheck = now.Add(rateWindow)
+	t.rateCheck = now.Add(t.limits.rateWindow)
 	return nil
 }
 
