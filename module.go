@@ -172,7 +172,10 @@ func (a *App) Start() error {
 	for _, name := range a.serverNames() {
 		s := a.Servers[name]
 		if err := s.start(); err != nil {
-			a.stopServers(0)
+			// The servers already started took over their sockets and may
+			// have begun transfers; those get the grace period, as when
+			// Caddy rolls back after another app fails to start.
+			a.stopServers(time.Duration(a.GracePeriod))
 			return err
 		}
 		a.started = append(a.started, s)
@@ -188,8 +191,18 @@ func (a *App) Stop() error {
 }
 
 func (a *App) stopServers(grace time.Duration) {
+	// Stop every server at once: when exiting, each stop waits up to the
+	// grace period, and one after another the last server's transfers
+	// would run on for len(servers) grace periods.
+	done := make(chan struct{}, len(a.started))
 	for _, s := range a.started {
-		s.stop(grace)
+		go func() {
+			defer func() { done <- struct{}{} }()
+			s.stop(grace)
+		}()
+	}
+	for range a.started {
+		<-done
 	}
 	a.started = nil
 }
