@@ -1,12 +1,15 @@
 package tftp
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -14,7 +17,8 @@ import (
 )
 
 // TestMain keeps Caddy's autosave and data directories out of the user's
-// home.
+// home, and after all tests checks that no goroutine of this package and no
+// socket outlived them.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "caddy-tftp-test-")
 	if err != nil {
@@ -23,9 +27,86 @@ func TestMain(m *testing.M) {
 	}
 	os.Setenv("XDG_CONFIG_HOME", dir)
 	os.Setenv("XDG_DATA_HOME", dir)
+	baseSockets := countSockets()
 	code := m.Run()
 	os.RemoveAll(dir)
+	if code == 0 {
+		if err := awaitNoLeaks(baseSockets, 20*time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, "leak check:", err)
+			code = 1
+		} else {
+			fmt.Println("leak check: no goroutine or socket left behind")
+		}
+	}
 	os.Exit(code)
+}
+
+// awaitNoLeaks waits, up to the deadline, until no goroutine other than the
+// caller runs code of this package, no shared listener or memory store is
+// left, and no more sockets are open than at the start. Transfers end on
+// their own timeouts, so leftovers get a bounded while to finish.
+func awaitNoLeaks(baseSockets int, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		var problems []string
+		if g := packageGoroutines(); len(g) > 0 {
+			problems = append(problems, fmt.Sprintf("%d goroutines still running:\n%s", len(g), strings.Join(g, "\n\n")))
+		}
+		if n := poolSize(listeners); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d listening sockets still held", n))
+		}
+		if n := poolSize(memoryPool); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d memory stores still held", n))
+		}
+		if n := countSockets(); n > baseSockets {
+			problems = append(problems, fmt.Sprintf("%d sockets open, %d at the start", n, baseSockets))
+		}
+		if len(problems) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New(strings.Join(problems, "; "))
+		}
+		time.Sleep(100 * time.Millisecond) // polling for background exits; no signal exists for "all gone"
+	}
+}
+
+// packageGoroutines returns the stacks of goroutines, other than this one,
+// with a frame in this package.
+func packageGoroutines() []string {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for i, g := range strings.Split(string(buf), "\n\n") {
+		if i == 0 {
+			continue // the caller
+		}
+		if strings.Contains(g, "caddy-tftp/tftp.") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func poolSize(p *caddy.UsagePool) int {
+	n := 0
+	p.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+// countSockets counts the process's open sockets.
+func countSockets() int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(target, "socket:") {
+			n++
+		}
+	}
+	return n
 }
 
 // adaptCaddyfile turns a Caddyfile into JSON config.
