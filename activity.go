@@ -22,6 +22,10 @@ type activeTransfer struct {
 	// request from the same address and port is not taken for a duplicate
 	// while the transfer is still logging or dallying.
 	finished atomic.Bool
+	// finishing is set once a read has sent its last block or a write has
+	// received its last one: a request from the same address and port after
+	// that comes from a client that reused its port, not a repeat.
+	finishing atomic.Bool
 
 	// inbox receives the client's packets in single-port mode; nil when
 	// the transfer has a socket of its own.

@@ -250,7 +250,11 @@ func (l *listener) claim(at *activeTransfer, limits claimLimits) claimResult {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if prev, busy := l.active[at.remote]; busy {
-		if !prev.finished.Load() {
+		// A request repeated while its transfer runs is ignored. Once the
+		// transfer has moved its last block, the client can only be
+		// starting a new one from a reused port, so the old transfer
+		// gives up the address.
+		if !prev.finished.Load() && !prev.finishing.Load() {
 			return claimDuplicate
 		}
 		l.removeLocked(prev)

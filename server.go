@@ -545,6 +545,7 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 		conn = udp
 	}
 	t := newTransfer(s.transferCtx, conn, peer, params, s.limits)
+	t.finishing = &at.finishing
 	at.xfer.Store(t)
 	stopWatch := context.AfterFunc(s.transferCtx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer func() {

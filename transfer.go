@@ -63,6 +63,9 @@ type transfer struct {
 	// lastBlock is the final block of a finished write, for dally.
 	lastBlock uint16
 
+	// finishing is raised when the last block has been sent or received.
+	finishing *atomic.Bool
+
 	// rateCheck is when progress is next compared with the minimum rate,
 	// and rateBytes the byte count at the previous check.
 	rateCheck time.Time
@@ -178,13 +181,22 @@ func (t *transfer) receive(deadline time.Time) ([]byte, error) {
 		if unmapAddrPort(from) != t.peer {
 			t.ctl = appendError(t.ctl[:0], ErrCodeUnknownTID, "unknown transfer ID")
 			_, _ = t.conn.WriteToUDPAddrPort(t.ctl, from)
+			countErrorSent(ErrCodeUnknownTID)
 			continue
 		}
+
 		if n >= 4 && opcode(t.rbuf[:n]) == opERROR {
 			code, msg, _ := parseError(t.rbuf[:n])
 			return nil, &peerError{code: code, msg: msg}
 		}
 		return t.rbuf[:n], nil
+	}
+}
+
+// markFinishing records that the last block has moved.
+func (t *transfer) markFinishing() {
+	if t.finishing != nil {
+		t.finishing.Store(true)
 	}
 }
 
@@ -225,6 +237,9 @@ func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 	for base <= last {
 		if next < base+window && next <= last {
 			for next < base+window && next <= last {
+				if next == last {
+					t.markFinishing()
+				}
 				if err := t.sendBlock(src, size, next); err != nil {
 					return err
 				}
@@ -407,6 +422,7 @@ func (t *transfer) serveWrite(up Upload, netascii bool) error {
 					return t.abort(fmt.Errorf("committing: %w", err))
 				}
 				t.lastBlock = blk
+				t.markFinishing()
 				t.ctl = appendAck(t.ctl[:0], blk)
 				return t.send(t.ctl)
 			}
