@@ -20,27 +20,31 @@ func sizeClass(n int) int {
 	return bits.Len(uint(n-1)) - minBufferShift
 }
 
-// getBuffer returns a buffer of length n.
-func getBuffer(n int) []byte {
+// getBuffer returns a buffer whose slice has length n. Passing the pointer
+// around (and back to putBuffer) keeps the pool from allocating a box for
+// every Put.
+func getBuffer(n int) *[]byte {
 	c := sizeClass(n)
 	if c >= len(bufferPools) {
-		return make([]byte, n)
+		b := make([]byte, n)
+		return &b
 	}
 	if p, ok := bufferPools[c].Get().(*[]byte); ok {
-		return (*p)[:n]
+		*p = (*p)[:n]
+		return p
 	}
-	return make([]byte, n, 1<<(c+minBufferShift))
+	b := make([]byte, n, 1<<(c+minBufferShift))
+	return &b
 }
 
 // putBuffer gives a buffer from getBuffer back.
-func putBuffer(b []byte) {
-	if b == nil {
+func putBuffer(p *[]byte) {
+	if p == nil {
 		return
 	}
-	c := sizeClass(cap(b))
-	if c >= len(bufferPools) || cap(b) != 1<<(c+minBufferShift) {
+	c := sizeClass(cap(*p))
+	if c >= len(bufferPools) || cap(*p) != 1<<(c+minBufferShift) {
 		return
 	}
-	b = b[:0]
-	bufferPools[c].Put(&b)
+	bufferPools[c].Put(p)
 }

@@ -67,6 +67,45 @@ func registerMetrics(ctx caddy.Context) error {
 	return nil
 }
 
+// serverMetrics holds one server's metric children, resolved once so the
+// end of every transfer does not look labels up again.
+type serverMetrics struct {
+	name        string
+	inProgress  [2]prometheus.Gauge    // by direction: read, write
+	duration    [2]prometheus.Observer // by direction
+	bytes       [2]prometheus.Counter  // sent on reads, received on writes
+	finishedOK  [2]prometheus.Counter  // transfers_total with outcome ok
+	retransmits prometheus.Counter
+}
+
+func newServerMetrics(name string) *serverMetrics {
+	m := &serverMetrics{name: name, retransmits: metricRetransmits.WithLabelValues(name)}
+	for i, dir := range [2]string{"read", "write"} {
+		m.inProgress[i] = metricInProgress.WithLabelValues(name, dir)
+		m.duration[i] = metricDuration.WithLabelValues(name, dir)
+		m.finishedOK[i] = metricTransfers.WithLabelValues(name, dir, "ok")
+	}
+	m.bytes[0] = metricBytesSent.WithLabelValues(name)
+	m.bytes[1] = metricBytesReceived.WithLabelValues(name)
+	return m
+}
+
+// finished returns the transfers_total counter for an outcome.
+func (m *serverMetrics) finished(dir int, outcome string) prometheus.Counter {
+	if outcome == "ok" {
+		return m.finishedOK[dir]
+	}
+	return metricTransfers.WithLabelValues(m.name, [2]string{"read", "write"}[dir], outcome)
+}
+
+// dirIndex maps a request opcode to the index used by serverMetrics.
+func dirIndex(op uint16) int {
+	if op == opWRQ {
+		return 1
+	}
+	return 0
+}
+
 // countErrorSent records an ERROR packet sent.
 func countErrorSent(code ErrorCode) {
 	metricErrorsSent.WithLabelValues(strconv.Itoa(int(code))).Inc()

@@ -149,6 +149,8 @@ type Server struct {
 	policy    negotiationPolicy
 	limits    transferLimits
 	claims    claimLimits
+	metrics   *serverMetrics
+	eventsOn  bool
 	readACL   []netip.Prefix
 	writeACL  []netip.Prefix
 
@@ -246,6 +248,11 @@ func (s *Server) provision(ctx caddy.Context, name string, logger *zap.Logger) e
 		rateWindow:  time.Duration(s.MinTransferRateWindow),
 	}
 	s.claims = claimLimits{total: s.MaxTransfers, perHost: s.MaxTransfersPerHost}
+	s.metrics = newServerMetrics(name)
+	// Events are looked up per transfer only when the config has an events
+	// app, which keeps the common case free of that work.
+	_, evErr := ctx.AppIfConfigured("events")
+	s.eventsOn = evErr == nil
 	return nil
 }
 
@@ -552,8 +559,7 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 		stopWatch()
 		t.release()
 	}()
-	dir := direction(req.op)
-	inProgress := metricInProgress.WithLabelValues(s.name, dir)
+	inProgress := s.metrics.inProgress[dirIndex(req.op)]
 	inProgress.Inc()
 
 	var err error
@@ -567,10 +573,12 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 	}
 	inProgress.Dec()
 	at.finished.Store(true)
-	outcome := s.finishTransfer(t, &req, name, err)
-	emitTransferEvent(s.name, t, &req, name, outcome, err)
 	if at.inbox == nil {
 		unregister()
+	}
+	outcome := s.finishTransfer(t, &req, name, err)
+	if s.eventsOn {
+		emitTransferEvent(s.name, t, &req, name, outcome, err)
 	}
 	if req.op == opWRQ && err == nil {
 		t.dally()
@@ -654,16 +662,14 @@ func (s *Server) finishTransfer(t *transfer, req *request, name string, err erro
 	default:
 		outcome, level = "error", zapcore.ErrorLevel
 	}
-	dir := direction(req.op)
+	dir := dirIndex(req.op)
 	elapsed := time.Since(t.start)
-	metricTransfers.WithLabelValues(s.name, dir, outcome).Inc()
-	metricDuration.WithLabelValues(s.name, dir).Observe(elapsed.Seconds())
-	metricRetransmits.WithLabelValues(s.name).Add(float64(t.retransmits.Load()))
-	if req.op == opRRQ {
-		metricBytesSent.WithLabelValues(s.name).Add(float64(t.bytes.Load()))
-	} else {
-		metricBytesReceived.WithLabelValues(s.name).Add(float64(t.bytes.Load()))
+	s.metrics.finished(dir, outcome).Inc()
+	s.metrics.duration[dir].Observe(elapsed.Seconds())
+	if n := t.retransmits.Load(); n > 0 {
+		s.metrics.retransmits.Add(float64(n))
 	}
+	s.metrics.bytes[dir].Add(float64(t.bytes.Load()))
 	if se != nil {
 		countErrorSent(se.code)
 	}

@@ -28,7 +28,7 @@ type muxConn struct {
 	l      *listener
 	remote netip.AddrPort // as the listener sees it (may be IPv4-mapped)
 	oob    []byte
-	inbox  chan []byte
+	inbox  chan *[]byte
 	wake   chan struct{}
 	closed chan struct{}
 	once   sync.Once
@@ -45,7 +45,7 @@ func newMuxConn(l *listener, remote netip.AddrPort, local netip.Addr) *muxConn {
 		l:      l,
 		remote: remote,
 		oob:    sourceOOB(local, l.addr.Addr()),
-		inbox:  make(chan []byte, muxInboxLen),
+		inbox:  make(chan *[]byte, muxInboxLen),
 		wake:   make(chan struct{}, 1),
 		closed: make(chan struct{}),
 		timer:  t,
@@ -55,7 +55,7 @@ func newMuxConn(l *listener, remote netip.AddrPort, local netip.Addr) *muxConn {
 // deliver queues a copy of a packet from the client; the listener calls it.
 func (m *muxConn) deliver(pkt []byte) {
 	b := getBuffer(len(pkt))
-	copy(b, pkt)
+	copy(*b, pkt)
 	select {
 	case m.inbox <- b:
 	default:
@@ -80,7 +80,7 @@ func (m *muxConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 		select {
 		case p := <-m.inbox:
 			m.timer.Stop()
-			n := copy(b, p)
+			n := copy(b, *p)
 			putBuffer(p)
 			return n, m.remote, nil
 		case <-timeout:

@@ -75,6 +75,8 @@ type transfer struct {
 	ctl  []byte // outgoing ACK, OACK or ERROR
 	rbuf []byte // incoming packets
 
+	pktBuf, rBuf *[]byte // pooled backing of pkt and rbuf
+
 	// Progress, read by the admin API and metrics while the transfer runs.
 	bytes       atomic.Int64
 	blocks      atomic.Int64
@@ -85,7 +87,7 @@ type transfer struct {
 // size and go back in release.
 func newTransfer(ctx context.Context, conn packetConn, peer netip.AddrPort, params transferParams, limits transferLimits) *transfer {
 	now := time.Now()
-	return &transfer{
+	t := &transfer{
 		ctx:       ctx,
 		conn:      conn,
 		peer:      peer,
@@ -93,17 +95,19 @@ func newTransfer(ctx context.Context, conn packetConn, peer netip.AddrPort, para
 		limits:    limits,
 		start:     now,
 		rateCheck: now.Add(limits.rateWindow),
-		pkt:       getBuffer(headerLen + params.blockSize),
-		rbuf:      getBuffer(headerLen + params.blockSize + 1),
+		pktBuf:    getBuffer(headerLen + params.blockSize),
+		rBuf:      getBuffer(headerLen + params.blockSize + 1),
 		ctl:       make([]byte, 0, 512),
 	}
+	t.pkt, t.rbuf = *t.pktBuf, *t.rBuf
+	return t
 }
 
 // release returns the buffers to the pool and closes the socket.
 func (t *transfer) release() {
-	putBuffer(t.pkt)
-	putBuffer(t.rbuf)
-	t.pkt, t.rbuf = nil, nil
+	putBuffer(t.pktBuf)
+	putBuffer(t.rBuf)
+	t.pkt, t.rbuf, t.pktBuf, t.rBuf = nil, nil, nil, nil
 	_ = t.conn.Close()
 }
 
