@@ -6,9 +6,9 @@ import (
 )
 
 // Packet buffers are pooled by size class (powers of two from 512 bytes to
-// 64 KiB) so transfers of any block size reuse memory instead of allocating
+// 256 KiB) so transfers of any block size reuse memory instead of allocating
 // per transfer. The pools are process-wide and survive reloads.
-var bufferPools [8]sync.Pool
+var bufferPools [10]sync.Pool
 
 const minBufferShift = 9 // 512 bytes
 

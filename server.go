@@ -553,6 +553,9 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 	}
 	t := newTransfer(s.transferCtx, conn, peer, params, s.limits)
 	t.finishing = &at.finishing
+	if req.op == opRRQ {
+		t.batch = newSendBatch(conn, net.UDPAddrFromAddrPort(peer), params)
+	}
 	at.xfer.Store(t)
 	stopWatch := context.AfterFunc(s.transferCtx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer func() {

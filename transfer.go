@@ -77,6 +77,9 @@ type transfer struct {
 
 	pktBuf, rBuf *[]byte // pooled backing of pkt and rbuf
 
+	batch       *sendBatch // windowed reads send a window per system call
+	highestSent uint64
+
 	// Progress, read by the admin API and metrics while the transfer runs.
 	bytes       atomic.Int64
 	blocks      atomic.Int64
@@ -107,6 +110,7 @@ func newTransfer(ctx context.Context, conn packetConn, peer netip.AddrPort, para
 func (t *transfer) release() {
 	putBuffer(t.pktBuf)
 	putBuffer(t.rBuf)
+	t.batch.release()
 	t.pkt, t.rbuf, t.pktBuf, t.rBuf = nil, nil, nil, nil
 	_ = t.conn.Close()
 }
@@ -240,14 +244,20 @@ func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 	var deadline time.Time
 	for base <= last {
 		if next < base+window && next <= last {
-			for next < base+window && next <= last {
-				if next == last {
-					t.markFinishing()
+			end := min(base+window-1, last)
+			if end == last {
+				t.markFinishing()
+			}
+			if t.batch != nil {
+				if err := t.sendBlocks(src, size, next, end); err != nil {
+					return err
 				}
+				next = end + 1
+			}
+			for ; next <= end; next++ {
 				if err := t.sendBlock(src, size, next); err != nil {
 					return err
 				}
-				next++
 			}
 			deadline = time.Now().Add(t.wait(retries))
 		}
@@ -314,9 +324,18 @@ func (t *transfer) sendBlock(src io.ReaderAt, size int64, n uint64) error {
 	if err := t.send(pkt); err != nil {
 		return err
 	}
-	t.blocks.Add(1)
-	t.bytes.Add(l)
+	t.countSent(n, l)
 	return nil
+}
+
+// countSent counts a block's bytes the first time it is sent; resends are
+// counted as retransmissions instead.
+func (t *transfer) countSent(n uint64, l int64) {
+	if n > t.highestSent {
+		t.highestSent = n
+		t.blocks.Add(1)
+		t.bytes.Add(l)
+	}
 }
 
 // awaitOACKAck sends the OACK of a read and waits for ACK 0.

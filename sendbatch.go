@@ -1,0 +1,95 @@
+package tftp
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// maxBatchBytes bounds the memory a window's batch of DATA packets uses.
+const maxBatchBytes = 256 << 10
+
+// batchWriter sends several datagrams in one system call (sendmmsg on
+// Linux). ipv4.Message and ipv6.Message are the same type.
+type batchWriter interface {
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// sendBatch holds the packets of one window so they leave in one call
+// instead of one call per block.
+type sendBatch struct {
+	w    batchWriter
+	msgs []ipv4.Message
+	bufs [][]byte
+	mem  *[]byte
+}
+
+// newSendBatch prepares batching for a windowed read on its own socket; it
+// returns nil where batching does not apply.
+func newSendBatch(conn packetConn, peer *net.UDPAddr, params transferParams) *sendBatch {
+	udp, ok := conn.(*net.UDPConn)
+	if !ok || params.windowSize < 2 {
+		return nil
+	}
+	pktLen := headerLen + params.blockSize
+	n := min(params.windowSize, maxBatchBytes/pktLen)
+	if n < 2 {
+		return nil
+	}
+	b := &sendBatch{msgs: make([]ipv4.Message, n), bufs: make([][]byte, n)}
+	if peer.IP.To4() != nil {
+		b.w = ipv4.NewPacketConn(udp)
+	} else {
+		b.w = ipv6.NewPacketConn(udp)
+	}
+	b.mem = getBuffer(n * pktLen)
+	for i := range b.msgs {
+		b.bufs[i] = (*b.mem)[i*pktLen : (i+1)*pktLen : (i+1)*pktLen]
+		b.msgs[i] = ipv4.Message{Buffers: [][]byte{nil}, Addr: peer}
+	}
+	return b
+}
+
+func (b *sendBatch) release() {
+	if b != nil {
+		putBuffer(b.mem)
+		b.mem = nil
+	}
+}
+
+// sendBlocks sends blocks first..last (counted from 1) in as few calls as
+// the batch allows.
+func (t *transfer) sendBlocks(src io.ReaderAt, size int64, first, last uint64) error {
+	b := t.batch
+	bs := int64(t.params.blockSize)
+	for first <= last {
+		n := 0
+		for ; n < len(b.msgs) && first+uint64(n) <= last; n++ {
+			blk := first + uint64(n)
+			off := int64(blk-1) * bs
+			l := min(bs, size-off)
+			pkt := b.bufs[n][:headerLen+l]
+			putDataHeader(pkt, uint16(blk))
+			if l > 0 {
+				if _, err := src.ReadAt(pkt[headerLen:], off); err != nil && !errors.Is(err, io.EOF) {
+					return t.abort(fmt.Errorf("reading block %d: %w", blk, err))
+				}
+			}
+			b.msgs[n].Buffers[0] = pkt
+			t.countSent(blk, l)
+		}
+		for sent := 0; sent < n; {
+			k, err := b.w.WriteBatch(b.msgs[sent:n], 0)
+			if err != nil {
+				return fmt.Errorf("sending to %s: %w", t.peer, err)
+			}
+			sent += k
+		}
+		first += uint64(n)
+	}
+	return nil
+}
