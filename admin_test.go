@@ -154,9 +154,7 @@ func startAdminCaddy(t testing.TB, body string) *adminInstance {
 	}
 	t.Cleanup(func() {
 		a.client.CloseIdleConnections()
-		if err := caddy.Stop(); err != nil {
-			t.Errorf("stopping caddy: %v", err)
-		}
+		stopCaddyAndAdmin(t)
 	})
 	return a
 }

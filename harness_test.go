@@ -145,6 +145,22 @@ func startCaddy(t testing.TB, caddyfile string) {
 	})
 }
 
+// stopCaddyAndAdmin stops the running config and closes the admin
+// endpoint, which caddy.Stop leaves listening; only loading a config with
+// another admin setting closes it.
+func stopCaddyAndAdmin(t testing.TB) {
+	t.Helper()
+	if err := caddy.Stop(); err != nil {
+		t.Errorf("stopping caddy: %v", err)
+	}
+	if err := caddy.Load([]byte(`{"admin":{"disabled":true,"config":{"persist":false}}}`), true); err != nil {
+		t.Errorf("closing the admin endpoint: %v", err)
+	}
+	if err := caddy.Stop(); err != nil {
+		t.Errorf("stopping caddy: %v", err)
+	}
+}
+
 // reloadCaddy loads a new config into the running Caddy.
 func reloadCaddy(t testing.TB, caddyfile string) error {
 	t.Helper()

@@ -246,6 +246,7 @@ func (m *MemoryStore) Create(name string, opts CreateOptions) (Upload, error) {
 	if opts.Size > 0 {
 		// The declared size is only a hint from the client: reserve at
 		// most a little up front, so a request alone cannot claim memory.
+		u.declared = opts.Size
 		u.buf = make([]byte, 0, min(opts.Size, maxUploadPrealloc))
 	}
 	return u, nil
@@ -259,20 +260,47 @@ type memUpload struct {
 	limits    memLimits
 	name      string
 	overwrite bool
-	buf       []byte
+	buf       []byte   // the chunk being filled
+	full      [][]byte // chunks filled before it
+	size      int64    // bytes written so far
+	declared  int64    // size the client declared (tsize), or 0
 	done      bool
 	reserved  int64 // bytes counted in data.pending
 	credit    int64 // size of the version this upload replaces
 }
 
-// maxUploadPrealloc caps the buffer allocated for an upload's declared size.
-const maxUploadPrealloc = 1 << 20
+const (
+	// maxUploadPrealloc caps the buffer allocated for an upload's declared
+	// size before the client has sent that much.
+	maxUploadPrealloc = 1 << 20
+	// minUploadChunk and maxUploadChunk bound the chunks an upload of
+	// unknown size is buffered in; chunks grow with the upload, so a large
+	// file is copied once at commit instead of at every doubling.
+	minUploadChunk = 64 << 10
+	maxUploadChunk = 8 << 20
+)
+
+// grow makes room in a full upload buffer.
+func (u *memUpload) grow() {
+	if u.declared > u.size && len(u.full) == 0 && u.size >= min(u.declared, maxUploadPrealloc) {
+		// The client has sent what was preallocated and said how much
+		// follows: one buffer of the declared size needs no copy at commit.
+		nb := make([]byte, len(u.buf), u.declared)
+		copy(nb, u.buf)
+		u.buf = nb
+		return
+	}
+	if len(u.buf) > 0 {
+		u.full = append(u.full, u.buf)
+	}
+	u.buf = make([]byte, 0, min(max(u.size, minUploadChunk), maxUploadChunk))
+}
 
 func (u *memUpload) Write(p []byte) (int, error) {
 	if u.done {
 		return 0, fs.ErrClosed
 	}
-	if int64(len(u.buf))+int64(len(p)) > u.limits.MaxFileSize {
+	if u.size+int64(len(p)) > u.limits.MaxFileSize {
 		return 0, ErrTooLarge
 	}
 	// Bytes of uploads in progress count toward the store's capacity, so
@@ -281,8 +309,17 @@ func (u *memUpload) Write(p []byte) (int, error) {
 		return 0, ErrStoreFull
 	}
 	u.reserved += int64(len(p))
-	u.buf = append(u.buf, p...)
-	return len(p), nil
+	n := len(p)
+	for len(p) > 0 {
+		if len(u.buf) == cap(u.buf) {
+			u.grow()
+		}
+		k := copy(u.buf[len(u.buf):cap(u.buf)], p)
+		u.buf = u.buf[:len(u.buf)+k]
+		p = p[k:]
+	}
+	u.size += int64(n)
+	return n, nil
 }
 
 // release gives back the upload's reservation.
@@ -298,12 +335,16 @@ func (u *memUpload) Commit() error {
 	u.done = true
 	defer u.release()
 	data := u.buf
-	u.buf = nil
-	// Growing by append can leave up to twice the bytes reserved; hand the
-	// store an exact-size copy so its heap stays close to the file sizes.
-	if cap(data)-len(data) > len(data)/32 {
-		data = append(make([]byte, 0, len(data)), data...)
+	if len(u.full) > 0 || cap(data)-len(data) > len(data)/32 {
+		// Hand the store one exact-size slice, so its heap stays close to
+		// the file sizes.
+		data = make([]byte, 0, u.size)
+		for _, c := range u.full {
+			data = append(data, c...)
+		}
+		data = append(data, u.buf...)
 	}
+	u.buf, u.full = nil, nil
 	return u.data.put(u.name, data, u.overwrite, u.limits.MaxBytes)
 }
 
@@ -312,7 +353,7 @@ func (u *memUpload) Abort() {
 		return
 	}
 	u.done = true
-	u.buf = nil
+	u.buf, u.full = nil, nil
 	u.release()
 }
 
