@@ -2,7 +2,6 @@ package tftp
 
 import (
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -363,36 +362,10 @@ type memLimits struct {
 	MaxFileSize int64
 }
 
-// memFile is an immutable stored file; replacing a name installs a new
-// memFile, so readers holding the old one keep consistent bytes.
-type memFile struct {
-	data    []byte
-	modTime time.Time
-}
-
-func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(f.data)) {
-		return 0, io.EOF
-	}
-	n := copy(p, f.data[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (f *memFile) Size() int64        { return int64(len(f.data)) }
-func (f *memFile) ModTime() time.Time { return f.modTime }
-func (f *memFile) Close() error       { return nil }
-
-// Bytes exposes the stored bytes so transfers can send straight from them.
-// Callers must not modify the slice.
-func (f *memFile) Bytes() []byte { return f.data }
-
 // memData is the reload-surviving content of one memory store.
 type memData struct {
 	mu    sync.RWMutex
-	files map[string]*memFile
+	files map[string]*snapshot
 	bytes int64
 	// used mirrors bytes for lock-free reads; pending counts the bytes
 	// buffered by uploads in progress.
@@ -415,20 +388,20 @@ func (d *memData) reserve(n, maxBytes int64) bool {
 }
 
 func newMemData() *memData {
-	return &memData{files: make(map[string]*memFile)}
+	return &memData{files: make(map[string]*snapshot)}
 }
 
 // Destruct frees the contents when no config uses the store any more.
 func (d *memData) Destruct() error {
 	d.mu.Lock()
-	d.files = make(map[string]*memFile)
+	d.files = make(map[string]*snapshot)
 	d.bytes = 0
 	d.used.Store(d.bytes)
 	d.mu.Unlock()
 	return nil
 }
 
-func (d *memData) get(name string) (*memFile, bool) {
+func (d *memData) get(name string) (*snapshot, bool) {
 	d.mu.RLock()
 	f, ok := d.files[name]
 	d.mu.RUnlock()
@@ -484,7 +457,7 @@ func (d *memData) put(name string, data []byte, overwrite bool, maxBytes int64) 
 		d.bytes -= old.Size()
 		d.used.Store(d.bytes)
 	}
-	d.files[name] = &memFile{data: data, modTime: time.Now()}
+	d.files[name] = &snapshot{data: data, modTime: time.Now()}
 	d.bytes += int64(len(data))
 	d.used.Store(d.bytes)
 	return nil
@@ -511,7 +484,7 @@ func (d *memData) putAll(files []preloadFile, maxBytes int64) error {
 			d.bytes -= old.Size()
 			d.used.Store(d.bytes)
 		}
-		d.files[f.name] = &memFile{data: f.data, modTime: now}
+		d.files[f.name] = &snapshot{data: f.data, modTime: now}
 		d.bytes += int64(len(f.data))
 		d.used.Store(d.bytes)
 	}

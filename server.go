@@ -620,21 +620,7 @@ func toNetascii(f File) (io.ReaderAt, int64, error) {
 		return nil, 0, err
 	}
 	enc := netasciiEncode(raw)
-	return bytesReaderAt(enc), int64(len(enc)), nil
-}
-
-// bytesReaderAt serves ReadAt from a byte slice.
-type bytesReaderAt []byte
-
-func (b bytesReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return &snapshot{data: enc}, int64(len(enc)), nil
 }
 
 // finishTransfer writes the one access log line of a finished transfer and

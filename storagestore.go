@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"sort"
 	"strings"
@@ -296,16 +295,16 @@ func (s *StorageStore) Open(name string) (File, error) {
 // same name wait for.
 type storageFlight struct {
 	done chan struct{}
-	file *storageFile
+	file *snapshot
 	err  error
 }
 
 // fetch revalidates the cached copy of name, loading it if it is missing
 // or changed.
-func (s *StorageStore) fetch(name string) (*storageFile, error) {
+func (s *StorageStore) fetch(name string) (*snapshot, error) {
 	started := time.Now()
 	cached := s.cache.get(name)
-	stale := func(err error) (*storageFile, error) {
+	stale := func(err error) (*snapshot, error) {
 		if cached != nil {
 			s.logger.Warn("storage unavailable; serving cached copy",
 				zap.String("store", s.name), zap.String("file", name), zap.Error(err))
@@ -337,7 +336,7 @@ func (s *StorageStore) fetch(name string) (*storageFile, error) {
 		}
 		return stale(err)
 	}
-	f := &storageFile{data: data, modTime: info.Modified}
+	f := &snapshot{data: data, modTime: info.Modified}
 	s.cache.put(name, &storageEntry{
 		file:    f,
 		size:    info.Size,
@@ -610,43 +609,16 @@ func (s *StorageStore) commit(name string, data []byte, overwrite bool, maxBytes
 	if info, err := s.statKey(name); err == nil {
 		entry.size, entry.modTime = info.Size, info.Modified
 	}
-	entry.file = &storageFile{data: data, modTime: entry.modTime}
+	entry.file = &snapshot{data: data, modTime: entry.modTime}
 	s.cache.put(name, entry)
 	return nil
 }
-
-// storageFile is an immutable snapshot of a stored file.
-type storageFile struct {
-	data    []byte
-	modTime time.Time
-}
-
-func (f *storageFile) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fs.ErrInvalid
-	}
-	if off >= int64(len(f.data)) {
-		return 0, io.EOF
-	}
-	n := copy(p, f.data[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (f *storageFile) Size() int64        { return int64(len(f.data)) }
-func (f *storageFile) ModTime() time.Time { return f.modTime }
-func (f *storageFile) Close() error       { return nil }
-
-// Bytes exposes the snapshot's bytes. Callers must not modify the slice.
-func (f *storageFile) Bytes() []byte { return f.data }
 
 // storageEntry is a cached file with the storage's description of the
 // version it holds.
 type storageEntry struct {
 	name    string
-	file    *storageFile
+	file    *snapshot
 	size    int64     // the storage's size of this version
 	modTime time.Time // the storage's modification time of this version
 	checked time.Time // when the version was last confirmed current; guarded by the cache's mu
@@ -681,7 +653,7 @@ func (c *storageCache) get(name string) *storageEntry {
 
 // fresh returns the cached snapshot of name if it was confirmed current
 // less than ttl ago, marking it recently used.
-func (c *storageCache) fresh(name string, ttl time.Duration) *storageFile {
+func (c *storageCache) fresh(name string, ttl time.Duration) *snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[name]

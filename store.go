@@ -74,6 +74,35 @@ type FileInfo struct {
 	ModTime time.Time `json:"mod_time"`
 }
 
+// snapshot is an immutable file held in memory; stores hand it out from
+// Open, and replacing a name installs a new snapshot, so a reader holding
+// the old one keeps consistent bytes.
+type snapshot struct {
+	data    []byte
+	modTime time.Time
+}
+
+func (f *snapshot) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fs.ErrInvalid
+	}
+	if off >= int64(len(f.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, f.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (f *snapshot) Size() int64        { return int64(len(f.data)) }
+func (f *snapshot) ModTime() time.Time { return f.modTime }
+func (f *snapshot) Close() error       { return nil }
+
+// Bytes exposes the stored bytes. Callers must not modify the slice.
+func (f *snapshot) Bytes() []byte { return f.data }
+
 // Errors a store returns besides fs.ErrNotExist and fs.ErrExist.
 var (
 	// ErrTooLarge means the file exceeds the store's per-file limit.
