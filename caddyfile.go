@@ -48,7 +48,9 @@ func init() {
 //			...
 //		}
 //
-//		# store settings; with a block this declares the store
+//		# store settings; with a module or a block this declares the
+//		# store, and the top-level server uses the first store declared
+//		# at the top level unless a plain `store <name>` line names one
 //		store <name> [<module>] {
 //			max_bytes <size>
 //			max_file_size <size>
@@ -75,6 +77,10 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	}
 	implicit := new(Server)
 	implicitUsed := false
+	// The top-level server uses the store a plain `store NAME` line names,
+	// or else the first store declared with settings at the top level.
+	implicitStoreNamed := false
+	firstDeclared := ""
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "grace_period":
@@ -100,11 +106,16 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			app.Servers[name] = srv
 		case "store":
 			if storeDeclares(d) {
-				if _, err := parseStore(d, app); err != nil {
+				name, err := parseStore(d, app)
+				if err != nil {
 					return nil, err
+				}
+				if firstDeclared == "" {
+					firstDeclared = name
 				}
 				continue
 			}
+			implicitStoreNamed = true
 			fallthrough
 		default:
 			if err := parseServerDirective(d, app, implicit); err != nil {
@@ -114,6 +125,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		}
 	}
 	if implicitUsed {
+		if !implicitStoreNamed && firstDeclared != "" {
+			implicit.Store = firstDeclared
+		}
 		app.Servers[unusedServerName(app.Servers)] = implicit
 	}
 	return httpcaddyfile.App{Name: "tftp", Value: caddyconfig.JSON(app, nil)}, nil
