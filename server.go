@@ -613,8 +613,13 @@ func listenTransfer(local netip.Addr, params transferParams) (*net.UDPConn, erro
 	return conn, err
 }
 
-// toNetascii reads a file and translates it for a netascii read.
+// toNetascii translates a file for a netascii read. In-memory snapshots
+// keep their translation, so concurrent readers of one file share it.
 func toNetascii(f File) (io.ReaderAt, int64, error) {
+	if s, ok := f.(*snapshot); ok {
+		a := s.netascii()
+		return a, a.Size(), nil
+	}
 	raw := make([]byte, f.Size())
 	if _, err := f.ReadAt(raw, 0); err != nil && !errors.Is(err, io.EOF) {
 		return nil, 0, err

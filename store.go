@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"sync"
 	"time"
 )
 
@@ -80,6 +81,19 @@ type FileInfo struct {
 type snapshot struct {
 	data    []byte
 	modTime time.Time
+
+	// ascii is the netascii form, made on the first netascii read and
+	// shared by every later one.
+	asciiOnce sync.Once
+	ascii     *snapshot
+}
+
+// netascii returns the file translated for a netascii read.
+func (f *snapshot) netascii() *snapshot {
+	f.asciiOnce.Do(func() {
+		f.ascii = &snapshot{data: netasciiEncode(f.data), modTime: f.modTime}
+	})
+	return f.ascii
 }
 
 func (f *snapshot) ReadAt(p []byte, off int64) (int, error) {
