@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -1003,4 +1004,55 @@ func ssTail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestStorageStoreAdminAPIAndMetrics checks that the admin API, the store
+// metrics and the limits work on a caddy_storage store as on the memory
+// store.
+func TestStorageStoreAdminAPIAndMetrics(t *testing.T) {
+	port := freePort(t)
+	dir := t.TempDir()
+	a := startAdminCaddy(t, lines(
+		fmt.Sprintf("listen udp4/127.0.0.1:%d", port),
+		"store shared caddy_storage {",
+		"storage file_system "+dir,
+		"max_file_size 64KiB",
+		"}",
+	))
+	server := loopback4(port)
+
+	// HTTP upload, TFTP download.
+	data := randomBytes(t, 40_000)
+	a.expect(http.StatusCreated, http.MethodPut, "/tftp/stores/shared/files/fw/image.bin", data)
+	got, err := (&testClient{server: server}).get("fw/image.bin")
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("TFTP get of an HTTP upload: %d bytes, %v", len(got), err)
+	}
+	// TFTP upload, listed with its checksum.
+	up := randomBytes(t, 3000)
+	if err := (&testClient{server: server}).put("cfg/switch1", up); err != nil {
+		t.Fatal(err)
+	}
+	f := a.files("shared")["cfg/switch1"]
+	if f.Size != int64(len(up)) || f.SHA256 != sha256Hex(up) {
+		t.Fatalf("listing shows %+v", f)
+	}
+	stores := a.stores()
+	if len(stores) != 1 || stores[0].Module != "caddy_storage" || stores[0].Files != 2 || stores[0].MaxFileSize != 64<<10 {
+		t.Fatalf("stores = %+v", stores)
+	}
+	// Limits: 413 over HTTP, ERROR 3 over TFTP.
+	a.expectError(http.StatusRequestEntityTooLarge, http.MethodPut, "/tftp/stores/shared/files/big", bytes.NewReader(make([]byte, 65<<10)))
+	if err := (&testClient{server: server}).put("big", make([]byte, 65<<10)); errorCode(err) != int(ErrCodeDiskFull) {
+		t.Fatalf("TFTP put over max_file_size: %v, want ERROR 3", err)
+	}
+	// Store metrics.
+	if n := a.metric("caddy_tftp_store_files", "store", "shared"); n != 2 {
+		t.Fatalf("caddy_tftp_store_files{store=shared} = %v, want 2", n)
+	}
+	// Delete.
+	a.expect(http.StatusNoContent, http.MethodDelete, "/tftp/stores/shared/files/fw/image.bin", nil)
+	if _, err := (&testClient{server: server}).get("fw/image.bin"); errorCode(err) != int(ErrCodeFileNotFound) {
+		t.Fatalf("get after delete: %v, want ERROR 1", err)
+	}
 }
