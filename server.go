@@ -503,38 +503,29 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 		size   int64
 		up     Upload
 		params transferParams
+		err    error
 	)
 	if req.op == opRRQ {
-		f, err := s.store.Open(name)
-		if err != nil {
-			// Release the client's address first, so a request it sends
-			// as soon as it reads the error is not taken for a duplicate.
-			unregister()
-			code, msg := errorCodeFor(err)
-			s.refuse(l, remote, local, &req, code, msg)
-			return
-		}
-		defer f.Close()
-		src, size = f, f.Size()
-		if netascii {
-			if src, size, err = toNetascii(f); err != nil {
-				unregister()
-				s.logger.Error("reading file", zap.String("file", name), zap.Error(err))
-				s.refuse(l, remote, local, &req, ErrCodeUndefined, "internal server error")
-				return
-			}
+		var f File
+		f, src, size, err = s.openForRead(name, netascii)
+		if f != nil {
+			defer f.Close()
 		}
 		params = negotiate(&req, s.policy, size)
 	} else {
 		params = negotiate(&req, s.policy, -1)
-		var err error
 		up, err = s.store.Create(name, CreateOptions{Overwrite: !s.NoOverwrite, Size: params.tsize})
-		if err != nil {
-			unregister()
-			code, msg := errorCodeFor(err)
-			s.refuse(l, remote, local, &req, code, msg)
-			return
+	}
+	if err != nil {
+		// Release the client's address first, so a request it sends as
+		// soon as it reads the error is not taken for a duplicate.
+		unregister()
+		code, msg := errorCodeFor(err)
+		if code == ErrCodeUndefined {
+			s.logger.Error("opening file", zap.String("file", name), zap.Error(err))
 		}
+		s.refuse(l, remote, local, &req, code, msg)
+		return
 	}
 
 	var conn packetConn = at.inbox
@@ -565,7 +556,6 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 	inProgress := s.metrics.inProgress[dirIndex(req.op)]
 	inProgress.Inc()
 
-	var err error
 	if req.op == opRRQ {
 		err = t.serveRead(src, size)
 	} else {
@@ -586,6 +576,23 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 	if req.op == opWRQ && err == nil {
 		t.dally()
 	}
+}
+
+// openForRead opens a file for a read request, translated if the mode is
+// netascii. The caller closes f when it is not nil.
+func (s *Server) openForRead(name string, netascii bool) (f File, src io.ReaderAt, size int64, err error) {
+	f, err = s.store.Open(name)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if !netascii {
+		return f, f, f.Size(), nil
+	}
+	src, size, err = toNetascii(f)
+	if err != nil {
+		return f, nil, 0, fmt.Errorf("translating to netascii: %w", err)
+	}
+	return f, src, size, nil
 }
 
 // listenTransfer opens a transfer's socket on an ephemeral port of the
