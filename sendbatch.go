@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -30,7 +31,7 @@ type sendBatch struct {
 
 // newSendBatch prepares batching for a windowed read on its own socket; it
 // returns nil where batching does not apply.
-func newSendBatch(conn packetConn, peer *net.UDPAddr, params transferParams) *sendBatch {
+func newSendBatch(conn packetConn, peer netip.AddrPort, params transferParams) *sendBatch {
 	udp, ok := conn.(*net.UDPConn)
 	if !ok || params.windowSize < 2 {
 		return nil
@@ -41,7 +42,8 @@ func newSendBatch(conn packetConn, peer *net.UDPAddr, params transferParams) *se
 		return nil
 	}
 	b := &sendBatch{msgs: make([]ipv4.Message, n), bufs: make([][]byte, n)}
-	if peer.IP.To4() != nil {
+	addr := net.UDPAddrFromAddrPort(peer)
+	if peer.Addr().Is4() {
 		b.w = ipv4.NewPacketConn(udp)
 	} else {
 		b.w = ipv6.NewPacketConn(udp)
@@ -49,7 +51,7 @@ func newSendBatch(conn packetConn, peer *net.UDPAddr, params transferParams) *se
 	b.mem = getBuffer(n * pktLen)
 	for i := range b.msgs {
 		b.bufs[i] = (*b.mem)[i*pktLen : (i+1)*pktLen : (i+1)*pktLen]
-		b.msgs[i] = ipv4.Message{Buffers: [][]byte{nil}, Addr: peer}
+		b.msgs[i] = ipv4.Message{Buffers: [][]byte{nil}, Addr: addr}
 	}
 	return b
 }

@@ -545,7 +545,7 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 	t := newTransfer(s.transferCtx, conn, peer, params, s.limits)
 	t.finishing = &at.finishing
 	if req.op == opRRQ {
-		t.batch = newSendBatch(conn, net.UDPAddrFromAddrPort(peer), params)
+		t.batch = newSendBatch(conn, peer, params)
 	}
 	at.xfer.Store(t)
 	stopWatch := context.AfterFunc(s.transferCtx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
