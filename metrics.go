@@ -39,6 +39,10 @@ var (
 		Namespace: "caddy", Subsystem: "tftp", Name: "requests_dropped_total",
 		Help: "Requests left unanswered: duplicates of a running transfer, or over a concurrency limit.",
 	}, []string{"server", "reason"})
+	metricOptions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "tftp", Name: "options_negotiated_total",
+		Help: "Transfers that negotiated each option (blksize, timeout, tsize, windowsize), so the options clients and firmware use can be seen.",
+	}, []string{"server", "option"})
 	metricDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "tftp", Name: "transfer_duration_seconds",
 		Help:    "Duration of finished TFTP transfers.",
@@ -55,7 +59,7 @@ func registerMetrics(ctx caddy.Context) error {
 	}
 	for _, c := range []prometheus.Collector{
 		metricTransfers, metricInProgress, metricBytesSent, metricBytesReceived,
-		metricRetransmits, metricErrorsSent, metricRequestsDropped, metricDuration, storeCollector,
+		metricRetransmits, metricErrorsSent, metricRequestsDropped, metricOptions, metricDuration, storeCollector,
 	} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
@@ -88,6 +92,13 @@ func newServerMetrics(name string) *serverMetrics {
 	m.bytes[0] = metricBytesSent.WithLabelValues(name)
 	m.bytes[1] = metricBytesReceived.WithLabelValues(name)
 	return m
+}
+
+// countOptions records the options a transfer negotiated.
+func (m *serverMetrics) countOptions(opts []option) {
+	for _, o := range opts {
+		metricOptions.WithLabelValues(m.name, o.name).Inc()
+	}
 }
 
 // finished returns the transfers_total counter for an outcome.

@@ -601,7 +601,7 @@ func TestReadmeMetrics(t *testing.T) {
 	if err := (&testClient{server: server}).put("m.bin", data); err != nil {
 		t.Fatalf("upload: %v", err)
 	}
-	if got, err := (&testClient{server: server}).get("m.bin"); err != nil {
+	if got, err := (&testClient{server: server, options: []option{{"blksize", "1024"}}}).get("m.bin"); err != nil {
 		t.Fatalf("download: %v", err)
 	} else {
 		requireSameBytes(t, "download", got, data)

@@ -671,6 +671,7 @@ func (s *Server) finishTransfer(t *transfer, req *request, name string, err erro
 		s.metrics.retransmits.Add(float64(n))
 	}
 	s.metrics.bytes[dir].Add(float64(t.bytes.Load()))
+	s.metrics.countOptions(t.params.oack)
 	if se != nil {
 		countErrorSent(se.code)
 	}
