@@ -45,7 +45,7 @@ func TestIPXEBIOS(t *testing.T) {
 
 	base := fmt.Sprintf("tftp://10.0.2.2:%d", port)
 	big := randomImage(t)
-	seed(t, "", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)), map[string][]byte{
+	files := map[string][]byte{
 		"boot.ipxe": []byte("#!ipxe\n" +
 			"echo FWTEST-1 boot.ipxe fetched from caddy-tftp\n" +
 			"chain " + base + "/second.ipxe\n"),
@@ -57,7 +57,9 @@ func TestIPXEBIOS(t *testing.T) {
 			"echo FWTEST-DONE\n" +
 			"exit\n"),
 		"big.bin": big,
-	})
+	}
+	seed(t, "", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)), files)
+	seeded := srv.seededMetrics(t, len(files))
 
 	g := startGuest(t, dir, "ipxe-bios", "", 120*time.Second,
 		"qemu-system-x86_64", "-accel", "tcg", "-nographic", "-m", "256", "-no-reboot",
@@ -77,6 +79,9 @@ func TestIPXEBIOS(t *testing.T) {
 
 	srv.waitReads(t, "big.bin", 1, 5*time.Second)
 	srv.logNegotiated(t, "iPXE")
+	if opts, _ := srv.firmwareMetrics(t, "iPXE", seeded); opts["blksize"] == 0 {
+		t.Errorf("metrics: no blksize negotiated by iPXE")
+	}
 	for file, size := range map[string]int{"boot.ipxe": -1, "second.ipxe": -1, "big.bin": bigSize} {
 		reads := srv.reads(t, file)
 		if len(reads) != 1 {

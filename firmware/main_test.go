@@ -7,11 +7,11 @@
 //
 // The tests build the development Caddy binary, run it as a separate
 // process, seed its memory store with TFTP uploads, boot the firmware and
-// check both the guest's serial console and the server's access log. They
-// need QEMU, the firmware packages, dnsmasq, mkimage and iproute2
-// (./firmware/install.sh installs them) and, except for the iPXE test, root
-// for the network namespace and tap device. They install nothing and fail
-// when something is missing. Run them with:
+// check the guest's serial console, the server's access log and its
+// /metrics. They need QEMU, the firmware packages, dnsmasq, mkimage and
+// iproute2 (./firmware/install.sh installs them) and, except for the iPXE
+// test, root for the network namespace and tap device. They install nothing
+// and fail when something is missing. Run them with:
 //
 //	./firmware/install.sh
 //	go test -tags firmware -count=1 -v ./firmware/

@@ -32,7 +32,7 @@ func TestOVMFPXE(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := randomImage(t)
-	seed(t, l.ns, l.tftpAddr(), map[string][]byte{
+	files := map[string][]byte{
 		"ipxe.efi": nbp,
 		"boot.ipxe": []byte("#!ipxe\n" +
 			"echo FWTEST-1 boot.ipxe fetched by ipxe.efi from caddy-tftp\n" +
@@ -43,7 +43,9 @@ func TestOVMFPXE(t *testing.T) {
 			"imgstat\n" +
 			"echo FWTEST-DONE\n"),
 		"big.bin": big,
-	})
+	}
+	seed(t, l.ns, l.tftpAddr(), files)
+	seeded := l.server.seededMetrics(t, len(files))
 
 	g := startGuest(t, dir, "ovmf", l.ns, 180*time.Second,
 		"qemu-system-x86_64", "-accel", "tcg", "-nographic", "-m", "512", "-no-reboot",
@@ -65,6 +67,23 @@ func TestOVMFPXE(t *testing.T) {
 
 	l.server.waitReads(t, "big.bin", 1, 5*time.Second)
 	l.server.logNegotiated(t, "OVMF+ipxe.efi")
+	opts, scraped := l.server.firmwareMetrics(t, "OVMF+ipxe.efi", seeded)
+	for _, o := range []string{"blksize", "windowsize"} {
+		if opts[o] == 0 {
+			t.Errorf("metrics: no %s negotiated by OVMF+ipxe.efi", o)
+		}
+	}
+	// The tsize probe EDK2 aborts with ERROR 8 is declined options, not a
+	// server-side error.
+	if n := scraped.sum("caddy_tftp_transfers_total", "outcome", "options_declined"); n < 1 {
+		t.Errorf("metrics: caddy_tftp_transfers_total{outcome=\"options_declined\"} is %g, want at least 1 (the tsize probe)", n)
+	}
+	for _, s := range scraped.samples("caddy_tftp_transfers_total", "outcome", "error") {
+		t.Errorf("metrics: server-side transfer error counted: %s", s)
+	}
+	for _, s := range scraped.samples("caddy_tftp_errors_sent_total", "code", "0") {
+		t.Errorf("metrics: ERROR 0 (undefined) sent: %s", s)
+	}
 
 	// EDK2's two requests for the NBP: the tsize probe it aborts with
 	// ERROR 8 (logged at DEBUG as options_declined), then the transfer.

@@ -20,17 +20,21 @@ import (
 type tftpServer struct {
 	*proc
 	logPath string
+	netns   string // where caddy runs, "" for the host
+	admin   string // the admin endpoint, host:port on 127.0.0.1 in netns
 }
 
 // startServer writes a Caddyfile that serves one memory store on listen,
-// with all logs as JSON at DEBUG level on stderr, and runs caddy with it.
+// with all logs as JSON at DEBUG level on stderr and the admin endpoint
+// (for /metrics) on 127.0.0.1, and runs caddy with it.
 // netns, when not empty, is the network namespace to run it in. It returns
 // once the server logged that it is serving.
 func startServer(t *testing.T, dir, netns, listen string) *tftpServer {
 	t.Helper()
 	bin := caddyBinary(t)
+	admin := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
 	caddyfile := fmt.Sprintf(`{
-	admin off
+	admin %s
 	persist_config off
 	log {
 		output stderr
@@ -45,7 +49,7 @@ func startServer(t *testing.T, dir, netns, listen string) *tftpServer {
 		}
 	}
 }
-`, listen)
+`, admin, listen)
 	cfPath := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cfPath, []byte(caddyfile), 0o644); err != nil {
 		t.Fatal(err)
@@ -74,7 +78,7 @@ func startServer(t *testing.T, dir, netns, listen string) *tftpServer {
 		"XDG_DATA_HOME=" + filepath.Join(dir, "xdg-data"),
 	}
 	p := startProc(t, ctx, "caddy", logFile, env, argv...)
-	s := &tftpServer{proc: p, logPath: logPath}
+	s := &tftpServer{proc: p, logPath: logPath, netns: netns, admin: admin}
 
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -146,9 +150,17 @@ func (s *tftpServer) entries(t *testing.T) []logEntry {
 // files when file is empty), in log order.
 func (s *tftpServer) reads(t *testing.T, file string) []logEntry {
 	t.Helper()
+	return s.finished(t, "read", file)
+}
+
+// finished returns the access log's finished transfers in direction
+// ("read" or "write") of file (all files when file is empty), in log
+// order.
+func (s *tftpServer) finished(t *testing.T, direction, file string) []logEntry {
+	t.Helper()
 	var out []logEntry
 	for _, e := range s.entries(t) {
-		if e.Logger == "tftp.access" && e.Msg == "transfer finished" && e.Direction == "read" && (file == "" || e.File == file) {
+		if e.Logger == "tftp.access" && e.Msg == "transfer finished" && e.Direction == direction && (file == "" || e.File == file) {
 			out = append(out, e)
 		}
 	}

@@ -76,7 +76,9 @@ func TestUBoot(t *testing.T) {
 			}
 			big := randomImage(t)
 			hostCRC := fmt.Sprintf("%08x", crc32.ChecksumIEEE(big))
-			seed(t, l.ns, l.tftpAddr(), map[string][]byte{"boot.scr.uimg": scr, "big.bin": big})
+			files := map[string][]byte{"boot.scr.uimg": scr, "big.bin": big}
+			seed(t, l.ns, l.tftpAddr(), files)
+			seeded := l.server.seededMetrics(t, len(files))
 
 			g := startGuest(t, dir, "uboot-"+arch.name, l.ns, 150*time.Second, arch.qemu...)
 			g.expect(t, "boot.scr.uimg", regexp.MustCompile(`FWTEST-1 `), ubootFailure)
@@ -105,6 +107,14 @@ func TestUBoot(t *testing.T) {
 
 			reads := l.server.waitReads(t, "big.bin", 2, 5*time.Second)
 			l.server.logNegotiated(t, "U-Boot "+arch.name)
+			// Only the tftpwindowsize 8 run asks for windowsize; the
+			// access log check below pins it to that read.
+			opts, _ := l.server.firmwareMetrics(t, "U-Boot "+arch.name, seeded)
+			for _, o := range []string{"blksize", "windowsize"} {
+				if opts[o] == 0 {
+					t.Errorf("metrics: no %s negotiated by U-Boot %s", o, arch.name)
+				}
+			}
 			if r := l.server.reads(t, "boot.scr.uimg"); len(r) != 1 || r[0].Outcome != "ok" || r[0].Bytes != int64(len(scr)) {
 				t.Errorf("access log reads of boot.scr.uimg: %+v, want one ok read of %d bytes", r, len(scr))
 			}
