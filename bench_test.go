@@ -738,8 +738,8 @@ func (c *benchClient) put(server netip.AddrPort, name string, data []byte, reqBS
 			continue
 		}
 		blk, _, _ := parseBlockPacket(pkt)
-		delta := uint64(blk - uint16(base-1))
-		if delta == 0 || delta > next-base {
+		delta, ok := ackedBlocks(blk, base, next)
+		if !ok || delta == 0 {
 			continue
 		}
 		retries = 0

@@ -331,8 +331,8 @@ func (c *testClient) put(name string, data []byte) error {
 			continue
 		}
 		blk, _, _ := parseBlockPacket(in)
-		delta := uint64(blk - uint16(base-1))
-		if delta == 0 || delta > next-base {
+		delta, ok := ackedBlocks(blk, base, next)
+		if !ok || delta == 0 {
 			continue
 		}
 		retries = 0

@@ -281,10 +281,8 @@ func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 		if !ok {
 			continue
 		}
-		// Place the 16-bit block number inside [base-1, next-1]; this is
-		// what makes block numbers roll over past 65535.
-		delta := uint64(blk - uint16(base-1))
-		if delta > next-base {
+		delta, ok := ackedBlocks(blk, base, next)
+		if !ok {
 			continue // stale or bogus
 		}
 		if delta == 0 {
@@ -307,6 +305,16 @@ func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 		}
 	}
 	return nil
+}
+
+// ackedBlocks places a 16-bit ACK number inside [base-1, next-1], where
+// base is the first unacknowledged block and next the next one to send
+// (both counted from 1, not wrapped), and returns how many blocks it
+// acknowledges. Comparing in 16 bits is what lets block numbers roll over
+// past 65535.
+func ackedBlocks(blk uint16, base, next uint64) (uint64, bool) {
+	delta := uint64(blk - uint16(base-1))
+	return delta, delta <= next-base
 }
 
 // sendBlock sends DATA block n (counted from 1, not wrapped).
