@@ -411,3 +411,26 @@ func TestRetransmitBounded(t *testing.T) {
 		t.Fatalf("got %d DATA and %d ERROR packets, want 4 and 0", data, errs)
 	}
 }
+
+// TestRepliesFromAddressContacted: a server listening on the wildcard
+// address answers from the address the client sent to, both for a
+// transfer (its own socket) and for an error (the listening socket).
+func TestRepliesFromAddressContacted(t *testing.T) {
+	port := startDefaultServer(t)
+	putFile(t, loopback4(port), "f", randomBytes(t, 100))
+	second := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), port)
+	r := dialRaw(t)
+
+	r.send(second, appendRequest(nil, opRRQ, "f", "octet"))
+	pkt, from := r.mustRecv(time.Second)
+	if opcode(pkt) != opDATA || from.Addr() != second.Addr() || from.Port() == port {
+		t.Fatalf("DATA 1 came as %v from %s, want DATA from %s on a new port", pkt[:2], from, second.Addr())
+	}
+	r.send(from, appendAck(nil, 1))
+
+	r.send(second, appendRequest(nil, opRRQ, "missing", "octet"))
+	pkt, from = r.mustRecv(time.Second)
+	if code, _, ok := parseError(pkt); !ok || code != ErrCodeFileNotFound || from != second {
+		t.Fatalf("got %v from %s, want ERROR 1 from %s", pkt, from, second)
+	}
+}
