@@ -530,7 +530,7 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 
 	var conn packetConn = at.inbox
 	if at.inbox == nil {
-		udp, err := listenTransfer(local, params)
+		udp, err := listenTransfer(local, peer, params)
 		if err != nil {
 			if up != nil {
 				up.Abort()
@@ -598,8 +598,13 @@ func (s *Server) openForRead(name string, netascii bool) (f File, src io.ReaderA
 // listenTransfer opens a transfer's socket on an ephemeral port of the
 // address the client contacted. It deliberately avoids SO_REUSEPORT so two
 // transfers can never share a port.
-func listenTransfer(local netip.Addr, params transferParams) (*net.UDPConn, error) {
+func listenTransfer(local netip.Addr, peer netip.AddrPort, params transferParams) (*net.UDPConn, error) {
 	local = local.Unmap()
+	if local.IsUnspecified() && peer.Addr().Is4() {
+		// Where the destination address is not known (no packet info from
+		// the kernel), the socket must at least be of the client's family.
+		local = netip.IPv4Unspecified()
+	}
 	network := "udp6"
 	if local.Is4() {
 		network = "udp4"
