@@ -224,10 +224,9 @@ func (m *MemoryStore) Delete(name string) error {
 
 // Create implements Store.
 func (m *MemoryStore) Create(name string, opts CreateOptions) (Upload, error) {
-	if !opts.Overwrite {
-		if _, exists := m.data.get(name); exists {
-			return nil, fs.ErrExist
-		}
+	old, exists := m.data.get(name)
+	if exists && !opts.Overwrite {
+		return nil, fs.ErrExist
 	}
 	if opts.Size > m.MaxFileSize {
 		return nil, ErrTooLarge
@@ -238,7 +237,7 @@ func (m *MemoryStore) Create(name string, opts CreateOptions) (Upload, error) {
 		}
 	}
 	u := &memUpload{data: m.data, limits: memLimits{MaxBytes: m.MaxBytes, MaxFileSize: m.MaxFileSize}, name: name, overwrite: opts.Overwrite}
-	if old, exists := m.data.get(name); exists && opts.Overwrite {
+	if exists {
 		// The version being replaced will be freed at commit.
 		u.credit = old.Size()
 	}
@@ -366,9 +365,8 @@ type memLimits struct {
 type memData struct {
 	mu    sync.RWMutex
 	files map[string]*snapshot
-	bytes int64
-	// used mirrors bytes for lock-free reads; pending counts the bytes
-	// buffered by uploads in progress.
+	// used is the size of all files, changed under mu and read without
+	// it; pending counts the bytes buffered by uploads in progress.
 	used    atomic.Int64
 	pending atomic.Int64
 }
@@ -395,8 +393,7 @@ func newMemData() *memData {
 func (d *memData) Destruct() error {
 	d.mu.Lock()
 	d.files = make(map[string]*snapshot)
-	d.bytes = 0
-	d.used.Store(d.bytes)
+	d.used.Store(0)
 	d.mu.Unlock()
 	return nil
 }
@@ -411,7 +408,7 @@ func (d *memData) get(name string) (*snapshot, bool) {
 func (d *memData) usage() (int, int64) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	return len(d.files), d.bytes
+	return len(d.files), d.used.Load()
 }
 
 func (d *memData) list() []FileInfo {
@@ -433,7 +430,7 @@ func (d *memData) checkRoom(name string, n, maxBytes int64) error {
 }
 
 func (d *memData) roomLocked(name string, n, maxBytes int64) error {
-	used := d.bytes
+	used := d.used.Load()
 	if old, ok := d.files[name]; ok {
 		used -= old.Size()
 	}
@@ -446,20 +443,14 @@ func (d *memData) roomLocked(name string, n, maxBytes int64) error {
 func (d *memData) put(name string, data []byte, overwrite bool, maxBytes int64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	old, exists := d.files[name]
+	_, exists := d.files[name]
 	if exists && !overwrite {
 		return fs.ErrExist
 	}
 	if err := d.roomLocked(name, int64(len(data)), maxBytes); err != nil {
 		return err
 	}
-	if exists {
-		d.bytes -= old.Size()
-		d.used.Store(d.bytes)
-	}
-	d.files[name] = &snapshot{data: data, modTime: time.Now()}
-	d.bytes += int64(len(data))
-	d.used.Store(d.bytes)
+	d.installLocked(name, data, time.Now())
 	return nil
 }
 
@@ -468,7 +459,7 @@ func (d *memData) put(name string, data []byte, overwrite bool, maxBytes int64) 
 func (d *memData) putAll(files []preloadFile, maxBytes int64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	used := d.bytes
+	used := d.used.Load()
 	for _, f := range files {
 		if old, ok := d.files[f.name]; ok {
 			used -= old.Size()
@@ -480,15 +471,20 @@ func (d *memData) putAll(files []preloadFile, maxBytes int64) error {
 	}
 	now := time.Now()
 	for _, f := range files {
-		if old, ok := d.files[f.name]; ok {
-			d.bytes -= old.Size()
-			d.used.Store(d.bytes)
-		}
-		d.files[f.name] = &snapshot{data: f.data, modTime: now}
-		d.bytes += int64(len(f.data))
-		d.used.Store(d.bytes)
+		d.installLocked(f.name, f.data, now)
 	}
 	return nil
+}
+
+// installLocked stores a file, replacing any previous version, and keeps
+// the byte count. d.mu must be held.
+func (d *memData) installLocked(name string, data []byte, modTime time.Time) {
+	delta := int64(len(data))
+	if old, ok := d.files[name]; ok {
+		delta -= old.Size()
+	}
+	d.files[name] = &snapshot{data: data, modTime: modTime}
+	d.used.Add(delta)
 }
 
 func (d *memData) remove(name string) error {
@@ -499,8 +495,7 @@ func (d *memData) remove(name string) error {
 		return fs.ErrNotExist
 	}
 	delete(d.files, name)
-	d.bytes -= old.Size()
-	d.used.Store(d.bytes)
+	d.used.Add(-old.Size())
 	return nil
 }
 
