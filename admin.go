@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-tftp/tftp/store"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -118,11 +119,11 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		if err := allowMethods(w, r, http.MethodGet, http.MethodHead); err != nil {
 			return err
 		}
-		store, err := lookupStore(storeName)
+		st, err := lookupStore(storeName)
 		if err != nil {
 			return err
 		}
-		return writeJSON(w, http.StatusOK, describeStore(storeName, store))
+		return writeJSON(w, http.StatusOK, describeStore(storeName, st))
 	case sub != "files":
 		return apiNotFound(r)
 	case rawFile == "":
@@ -130,16 +131,16 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		if err := allowMethods(w, r, http.MethodGet, http.MethodHead); err != nil {
 			return err
 		}
-		store, err := lookupStore(storeName)
+		st, err := lookupStore(storeName)
 		if err != nil {
 			return err
 		}
-		return a.listFiles(w, r, store)
+		return a.listFiles(w, r, st)
 	}
 	if err := allowMethods(w, r, http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete); err != nil {
 		return err
 	}
-	store, err := lookupStore(storeName)
+	st, err := lookupStore(storeName)
 	if err != nil {
 		return err
 	}
@@ -153,11 +154,11 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch r.Method {
 	case http.MethodPut:
-		return a.putFile(w, r, store, name)
+		return a.putFile(w, r, st, name)
 	case http.MethodDelete:
-		return a.deleteFile(w, store, name)
+		return a.deleteFile(w, st, name)
 	default:
-		return a.getFile(w, r, store, name)
+		return a.getFile(w, r, st, name)
 	}
 }
 
@@ -187,15 +188,15 @@ func (a *adminAPI) listStores(w http.ResponseWriter) error {
 }
 
 // describeStore reports a store's module, usage and limits.
-func describeStore(name string, store Store) storeEntry {
+func describeStore(name string, st store.Store) storeEntry {
 	e := storeEntry{Name: name}
-	if m, ok := store.(caddy.Module); ok {
+	if m, ok := st.(caddy.Module); ok {
 		e.Module = m.CaddyModule().ID.Name()
 	}
-	if u, ok := store.(UsageReporter); ok {
+	if u, ok := st.(store.UsageReporter); ok {
 		e.Files, e.Bytes = u.Usage()
 		e.MaxBytes, e.MaxFileSize = u.Limits()
-	} else if list, err := store.List(); err == nil {
+	} else if list, err := st.List(); err == nil {
 		e.Files = len(list)
 		for _, f := range list {
 			e.Bytes += f.Size
@@ -206,8 +207,8 @@ func describeStore(name string, store Store) storeEntry {
 
 // listFiles answers GET /tftp/stores/<store>/files. Each file's hash is
 // computed from one snapshot, so name, size, time and hash always agree.
-func (a *adminAPI) listFiles(w http.ResponseWriter, r *http.Request, store Store) error {
-	list, err := store.List()
+func (a *adminAPI) listFiles(w http.ResponseWriter, r *http.Request, st store.Store) error {
+	list, err := st.List()
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: fmt.Errorf("listing files: %w", err)}
 	}
@@ -216,7 +217,7 @@ func (a *adminAPI) listFiles(w http.ResponseWriter, r *http.Request, store Store
 		if err := r.Context().Err(); err != nil {
 			return nil // the client went away; hashing the rest is wasted
 		}
-		f, err := store.Open(info.Name)
+		f, err := st.Open(info.Name)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // deleted since List
 		}
@@ -235,7 +236,7 @@ func (a *adminAPI) listFiles(w http.ResponseWriter, r *http.Request, store Store
 }
 
 // hashFile returns the hex SHA-256 of a snapshot.
-func hashFile(f File) (string, error) {
+func hashFile(f store.File) (string, error) {
 	h := sha256.New()
 	if _, err := io.Copy(h, io.NewSectionReader(f, 0, f.Size())); err != nil {
 		return "", err
@@ -245,8 +246,8 @@ func hashFile(f File) (string, error) {
 
 // getFile answers GET and HEAD of a file, with range and conditional
 // request support.
-func (a *adminAPI) getFile(w http.ResponseWriter, r *http.Request, store Store, name string) error {
-	f, err := store.Open(name)
+func (a *adminAPI) getFile(w http.ResponseWriter, r *http.Request, st store.Store, name string) error {
+	f, err := st.Open(name)
 	if err != nil {
 		return storeAPIError(err, name)
 	}
@@ -259,9 +260,9 @@ func (a *adminAPI) getFile(w http.ResponseWriter, r *http.Request, store Store, 
 // putFile answers PUT of a file: the body becomes the file's new contents
 // when it has been received completely; until then, and if anything fails,
 // readers see the previous version.
-func (a *adminAPI) putFile(w http.ResponseWriter, r *http.Request, store Store, name string) error {
+func (a *adminAPI) putFile(w http.ResponseWriter, r *http.Request, st store.Store, name string) error {
 	var maxFile int64
-	if u, ok := store.(UsageReporter); ok {
+	if u, ok := st.(store.UsageReporter); ok {
 		_, maxFile = u.Limits()
 	}
 	size := r.ContentLength
@@ -269,15 +270,15 @@ func (a *adminAPI) putFile(w http.ResponseWriter, r *http.Request, store Store, 
 		size = -1
 	}
 	if maxFile > 0 && size > maxFile {
-		return storeAPIError(ErrTooLarge, name)
+		return storeAPIError(store.ErrTooLarge, name)
 	}
 	body := io.Reader(r.Body)
 	if maxFile > 0 {
 		body = http.MaxBytesReader(w, r.Body, maxFile)
 	}
-	_, statErr := store.Stat(name)
+	_, statErr := st.Stat(name)
 	existed := statErr == nil
-	up, err := store.Create(name, CreateOptions{Overwrite: true, Size: size})
+	up, err := st.Create(name, store.CreateOptions{Overwrite: true, Size: size})
 	if err != nil {
 		return storeAPIError(err, name)
 	}
@@ -288,8 +289,8 @@ func (a *adminAPI) putFile(w http.ResponseWriter, r *http.Request, store Store, 
 		var tooBig *http.MaxBytesError
 		switch {
 		case errors.As(err, &tooBig):
-			return storeAPIError(ErrTooLarge, name)
-		case errors.Is(err, ErrTooLarge), errors.Is(err, ErrStoreFull):
+			return storeAPIError(store.ErrTooLarge, name)
+		case errors.Is(err, store.ErrTooLarge), errors.Is(err, store.ErrStoreFull):
 			return storeAPIError(err, name)
 		default:
 			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("receiving %s: %w", name, err)}
@@ -299,7 +300,7 @@ func (a *adminAPI) putFile(w http.ResponseWriter, r *http.Request, store Store, 
 		return storeAPIError(err, name)
 	}
 	entry := fileEntry{Name: name, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}
-	if info, err := store.Stat(name); err == nil && info.Size == n {
+	if info, err := st.Stat(name); err == nil && info.Size == n {
 		entry.ModTime = info.ModTime
 	}
 	status := http.StatusCreated
@@ -310,8 +311,8 @@ func (a *adminAPI) putFile(w http.ResponseWriter, r *http.Request, store Store, 
 }
 
 // deleteFile answers DELETE of a file.
-func (a *adminAPI) deleteFile(w http.ResponseWriter, store Store, name string) error {
-	if err := store.Delete(name); err != nil {
+func (a *adminAPI) deleteFile(w http.ResponseWriter, st store.Store, name string) error {
+	if err := st.Delete(name); err != nil {
 		return storeAPIError(err, name)
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -319,16 +320,16 @@ func (a *adminAPI) deleteFile(w http.ResponseWriter, store Store, name string) e
 }
 
 // lookupStore finds a store of the running config.
-func lookupStore(name string) (Store, error) {
+func lookupStore(name string) (store.Store, error) {
 	app := currentApp()
 	if app == nil {
 		return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("the tftp app is not running")}
 	}
-	store, ok := app.Store(name)
+	st, ok := app.Store(name)
 	if !ok {
 		return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("store %q not found", name)}
 	}
-	return store, nil
+	return st, nil
 }
 
 // storeAPIError maps a store error to an HTTP status.
@@ -339,7 +340,7 @@ func storeAPIError(err error, name string) error {
 		status = http.StatusNotFound
 	case errors.Is(err, fs.ErrExist):
 		status = http.StatusConflict
-	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrStoreFull):
+	case errors.Is(err, store.ErrTooLarge), errors.Is(err, store.ErrStoreFull):
 		status = http.StatusRequestEntityTooLarge
 	case errors.Is(err, fs.ErrPermission):
 		status = http.StatusForbidden

@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-tftp/tftp/store"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	// The file log writer, so the transfer benchmarks pay for the access
 	// log like a production server without flooding the output.
@@ -137,7 +138,7 @@ func benchUpload(tb testing.TB, m *MemoryStore, name string, data []byte, blksiz
 	if tsize {
 		size = int64(len(data))
 	}
-	up, err := m.Create(name, CreateOptions{Overwrite: true, Size: size})
+	up, err := m.Create(name, store.CreateOptions{Overwrite: true, Size: size})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 
+	"github.com/caddy-tftp/tftp/internal/directive"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -84,13 +85,13 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "grace_period":
-			dur, err := parseDurationArg(d)
+			dur, err := directive.Duration(d)
 			if err != nil {
 				return nil, err
 			}
 			app.GracePeriod = dur
 		case "server":
-			name, err := singleArg(d)
+			name, err := directive.Single(d)
 			if err != nil {
 				return nil, err
 			}
@@ -150,29 +151,29 @@ func parseServerDirective(d *caddyfile.Dispenser, app *App, s *Server) error {
 		}
 		s.Store = name
 	case "read_only":
-		return noArgs(d, &s.ReadOnly)
+		return directive.Flag(d, &s.ReadOnly)
 	case "no_overwrite":
-		return noArgs(d, &s.NoOverwrite)
+		return directive.Flag(d, &s.NoOverwrite)
 	case "disable_options":
-		return noArgs(d, &s.DisableOptions)
+		return directive.Flag(d, &s.DisableOptions)
 	case "timeout":
-		dur, err := parseDurationArg(d)
+		dur, err := directive.Duration(d)
 		if err != nil {
 			return err
 		}
 		s.Timeout = dur
 	case "retries":
-		return parseIntArg(d, &s.Retries)
+		return directive.Int(d, &s.Retries)
 	case "max_block_size":
-		return parseIntArg(d, &s.MaxBlockSize)
+		return directive.Int(d, &s.MaxBlockSize)
 	case "max_window_size":
-		return parseIntArg(d, &s.MaxWindowSize)
+		return directive.Int(d, &s.MaxWindowSize)
 	case "allow_read":
 		return parseAddressList(d, &s.AllowRead)
 	case "allow_write":
 		return parseAddressList(d, &s.AllowWrite)
 	case "root":
-		v, err := singleArg(d)
+		v, err := directive.Single(d)
 		if err != nil {
 			return err
 		}
@@ -184,13 +185,13 @@ func parseServerDirective(d *caddyfile.Dispenser, app *App, s *Server) error {
 		}
 		s.Rewrites = append(s.Rewrites, &Rewrite{Match: match, Replace: replace})
 	case "single_port":
-		return noArgs(d, &s.SinglePort)
+		return directive.Flag(d, &s.SinglePort)
 	case "max_transfers":
-		return parseIntArg(d, &s.MaxTransfers)
+		return directive.Int(d, &s.MaxTransfers)
 	case "max_transfers_per_host":
-		return parseIntArg(d, &s.MaxTransfersPerHost)
+		return directive.Int(d, &s.MaxTransfersPerHost)
 	case "max_transfer_duration":
-		dur, err := parseDurationArg(d)
+		dur, err := directive.Duration(d)
 		if err != nil {
 			return err
 		}
@@ -265,15 +266,15 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "max_bytes":
-			if err := parseSizeArg(d, &m.MaxBytes); err != nil {
+			if err := directive.Size(d, &m.MaxBytes); err != nil {
 				return err
 			}
 		case "max_file_size":
-			if err := parseSizeArg(d, &m.MaxFileSize); err != nil {
+			if err := directive.Size(d, &m.MaxFileSize); err != nil {
 				return err
 			}
 		case "preload":
-			dir, err := singleArg(d)
+			dir, err := directive.Single(d)
 			if err != nil {
 				return err
 			}
@@ -360,66 +361,6 @@ func parseAddressList(d *caddyfile.Dispenser, dst *[]string) error {
 		}
 		*dst = append(*dst, a)
 	}
-	return nil
-}
-
-func singleArg(d *caddyfile.Dispenser) (string, error) {
-	if !d.NextArg() {
-		return "", d.ArgErr()
-	}
-	v := d.Val()
-	if d.NextArg() {
-		return "", d.ArgErr()
-	}
-	return v, nil
-}
-
-func noArgs(d *caddyfile.Dispenser, flag *bool) error {
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	*flag = true
-	return nil
-}
-
-func parseIntArg(d *caddyfile.Dispenser, dst *int) error {
-	directive := d.Val()
-	v, err := singleArg(d)
-	if err != nil {
-		return err
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return d.Errf("%s: %q is not a whole number", directive, v)
-	}
-	*dst = n
-	return nil
-}
-
-func parseDurationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
-	directive := d.Val()
-	v, err := singleArg(d)
-	if err != nil {
-		return 0, err
-	}
-	dur, err := caddy.ParseDuration(v)
-	if err != nil {
-		return 0, d.Errf("%s: bad duration %q: %v", directive, v, err)
-	}
-	return caddy.Duration(dur), nil
-}
-
-func parseSizeArg(d *caddyfile.Dispenser, dst *int64) error {
-	directive := d.Val()
-	v, err := singleArg(d)
-	if err != nil {
-		return err
-	}
-	n, err := humanize.ParseBytes(v)
-	if err != nil || n == 0 || n > 1<<62 {
-		return d.Errf("%s: bad size %q", directive, v)
-	}
-	*dst = int64(n)
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-tftp/tftp/store"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -195,7 +196,7 @@ func (m *MemoryStore) Limits() (maxBytes, maxFileSize int64) {
 }
 
 // Open implements Store.
-func (m *MemoryStore) Open(name string) (File, error) {
+func (m *MemoryStore) Open(name string) (store.File, error) {
 	f, ok := m.data.get(name)
 	if !ok {
 		return nil, fs.ErrNotExist
@@ -204,16 +205,16 @@ func (m *MemoryStore) Open(name string) (File, error) {
 }
 
 // Stat implements Store.
-func (m *MemoryStore) Stat(name string) (FileInfo, error) {
+func (m *MemoryStore) Stat(name string) (store.FileInfo, error) {
 	f, ok := m.data.get(name)
 	if !ok {
-		return FileInfo{}, fs.ErrNotExist
+		return store.FileInfo{}, fs.ErrNotExist
 	}
-	return FileInfo{Name: name, Size: f.Size(), ModTime: f.modTime}, nil
+	return store.FileInfo{Name: name, Size: f.Size(), ModTime: f.ModTime()}, nil
 }
 
 // List implements Store.
-func (m *MemoryStore) List() ([]FileInfo, error) {
+func (m *MemoryStore) List() ([]store.FileInfo, error) {
 	return m.data.list(), nil
 }
 
@@ -223,13 +224,13 @@ func (m *MemoryStore) Delete(name string) error {
 }
 
 // Create implements Store.
-func (m *MemoryStore) Create(name string, opts CreateOptions) (Upload, error) {
+func (m *MemoryStore) Create(name string, opts store.CreateOptions) (store.Upload, error) {
 	old, exists := m.data.get(name)
 	if exists && !opts.Overwrite {
 		return nil, fs.ErrExist
 	}
 	if opts.Size > m.MaxFileSize {
-		return nil, ErrTooLarge
+		return nil, store.ErrTooLarge
 	}
 	if opts.Size > 0 {
 		if err := m.data.checkRoom(name, opts.Size, m.MaxBytes); err != nil {
@@ -299,12 +300,12 @@ func (u *memUpload) Write(p []byte) (int, error) {
 		return 0, fs.ErrClosed
 	}
 	if u.size+int64(len(p)) > u.limits.MaxFileSize {
-		return 0, ErrTooLarge
+		return 0, store.ErrTooLarge
 	}
 	// Bytes of uploads in progress count toward the store's capacity, so
 	// concurrent uploads cannot together buffer more than it holds.
 	if !u.data.reserve(int64(len(p)), u.limits.MaxBytes+u.credit) {
-		return 0, ErrStoreFull
+		return 0, store.ErrStoreFull
 	}
 	u.reserved += int64(len(p))
 	n := len(p)
@@ -364,7 +365,7 @@ type memLimits struct {
 // memData is the reload-surviving content of one memory store.
 type memData struct {
 	mu    sync.RWMutex
-	files map[string]*snapshot
+	files map[string]*store.Snapshot
 	// used is the size of all files, changed under mu and read without
 	// it; pending counts the bytes buffered by uploads in progress.
 	used    atomic.Int64
@@ -386,19 +387,19 @@ func (d *memData) reserve(n, maxBytes int64) bool {
 }
 
 func newMemData() *memData {
-	return &memData{files: make(map[string]*snapshot)}
+	return &memData{files: make(map[string]*store.Snapshot)}
 }
 
 // Destruct frees the contents when no config uses the store any more.
 func (d *memData) Destruct() error {
 	d.mu.Lock()
-	d.files = make(map[string]*snapshot)
+	d.files = make(map[string]*store.Snapshot)
 	d.used.Store(0)
 	d.mu.Unlock()
 	return nil
 }
 
-func (d *memData) get(name string) (*snapshot, bool) {
+func (d *memData) get(name string) (*store.Snapshot, bool) {
 	d.mu.RLock()
 	f, ok := d.files[name]
 	d.mu.RUnlock()
@@ -411,11 +412,11 @@ func (d *memData) usage() (int, int64) {
 	return len(d.files), d.used.Load()
 }
 
-func (d *memData) list() []FileInfo {
+func (d *memData) list() []store.FileInfo {
 	d.mu.RLock()
-	out := make([]FileInfo, 0, len(d.files))
+	out := make([]store.FileInfo, 0, len(d.files))
 	for name, f := range d.files {
-		out = append(out, FileInfo{Name: name, Size: f.Size(), ModTime: f.modTime})
+		out = append(out, store.FileInfo{Name: name, Size: f.Size(), ModTime: f.ModTime()})
 	}
 	d.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -435,7 +436,7 @@ func (d *memData) roomLocked(name string, n, maxBytes int64) error {
 		used -= old.Size()
 	}
 	if used+n > maxBytes {
-		return ErrStoreFull
+		return store.ErrStoreFull
 	}
 	return nil
 }
@@ -467,7 +468,7 @@ func (d *memData) putAll(files []preloadFile, maxBytes int64) error {
 		used += int64(len(f.data))
 	}
 	if used > maxBytes {
-		return fmt.Errorf("the store would hold %d bytes, over its max_bytes of %d: %w", used, maxBytes, ErrStoreFull)
+		return fmt.Errorf("the store would hold %d bytes, over its max_bytes of %d: %w", used, maxBytes, store.ErrStoreFull)
 	}
 	now := time.Now()
 	for _, f := range files {
@@ -483,7 +484,7 @@ func (d *memData) installLocked(name string, data []byte, modTime time.Time) {
 	if old, ok := d.files[name]; ok {
 		delta -= old.Size()
 	}
-	d.files[name] = &snapshot{data: data, modTime: modTime}
+	d.files[name] = store.NewSnapshot(data, modTime)
 	d.used.Add(delta)
 }
 
@@ -501,10 +502,10 @@ func (d *memData) remove(name string) error {
 
 // Interface guards
 var (
-	_ Store              = (*MemoryStore)(nil)
-	_ NamedStore         = (*MemoryStore)(nil)
-	_ UsageReporter      = (*MemoryStore)(nil)
-	_ caddy.Provisioner  = (*MemoryStore)(nil)
-	_ caddy.CleanerUpper = (*MemoryStore)(nil)
-	_ caddy.Destructor   = (*memData)(nil)
+	_ store.Store         = (*MemoryStore)(nil)
+	_ store.NamedStore    = (*MemoryStore)(nil)
+	_ store.UsageReporter = (*MemoryStore)(nil)
+	_ caddy.Provisioner   = (*MemoryStore)(nil)
+	_ caddy.CleanerUpper  = (*MemoryStore)(nil)
+	_ caddy.Destructor    = (*memData)(nil)
 )

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 
+	"github.com/caddy-tftp/tftp/store"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -122,16 +123,6 @@ func countErrorSent(code ErrorCode) {
 	metricErrorsSent.WithLabelValues(strconv.Itoa(int(code))).Inc()
 }
 
-// UsageReporter is implemented by stores that can report their size, for
-// metrics and the admin API.
-type UsageReporter interface {
-	// Usage returns the number of files and the bytes they hold.
-	Usage() (files int, bytes int64)
-	// Limits returns the store's capacity and largest file, in bytes;
-	// zero means unlimited.
-	Limits() (maxBytes, maxFileSize int64)
-}
-
 // storeMetrics reports the size of the stores of the running config.
 type storeMetrics struct {
 	bytes *prometheus.Desc
@@ -155,8 +146,8 @@ func (m *storeMetrics) Collect(ch chan<- prometheus.Metric) {
 	if app == nil {
 		return
 	}
-	for name, store := range app.stores {
-		u, ok := store.(UsageReporter)
+	for name, st := range app.stores {
+		u, ok := st.(store.UsageReporter)
 		if !ok {
 			continue
 		}

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/caddy-tftp/tftp/store"
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 )
@@ -47,7 +48,7 @@ type App struct {
 
 	ctx     caddy.Context
 	logger  *zap.Logger
-	stores  map[string]Store
+	stores  map[string]store.Store
 	started []*Server
 }
 
@@ -81,11 +82,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if err := s.provision(ctx, name, a.logger); err != nil {
 			return fmt.Errorf("server %s: %w", name, err)
 		}
-		store, err := a.storeFor(ctx, s.Store)
+		st, err := a.storeFor(ctx, s.Store)
 		if err != nil {
 			return fmt.Errorf("server %s: %w", name, err)
 		}
-		s.store = store
+		s.store = st
 	}
 	return nil
 }
@@ -93,7 +94,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 // provisionStores loads the configured store modules and binds each to the
 // contents kept under its name.
 func (a *App) provisionStores(ctx caddy.Context) error {
-	a.stores = make(map[string]Store)
+	a.stores = make(map[string]store.Store)
 	if a.StoresRaw == nil {
 		return nil
 	}
@@ -111,22 +112,22 @@ func (a *App) provisionStores(ctx caddy.Context) error {
 
 // addStore registers a provisioned store module under name.
 func (a *App) addStore(name string, mod any) error {
-	store, ok := mod.(Store)
+	st, ok := mod.(store.Store)
 	if !ok {
 		return fmt.Errorf("store %s: module %T is not a TFTP store", name, mod)
 	}
-	if named, ok := store.(NamedStore); ok {
+	if named, ok := st.(store.NamedStore); ok {
 		if err := named.AttachName(name); err != nil {
 			return fmt.Errorf("store %s: %w", name, err)
 		}
 	}
-	a.stores[name] = store
+	a.stores[name] = st
 	return nil
 }
 
 // storeFor returns the named store, creating the default memory store on
 // first use.
-func (a *App) storeFor(ctx caddy.Context, name string) (Store, error) {
+func (a *App) storeFor(ctx caddy.Context, name string) (store.Store, error) {
 	if s, ok := a.stores[name]; ok {
 		return s, nil
 	}
@@ -215,7 +216,7 @@ func (a *App) Cleanup() error {
 }
 
 // Store returns the named store of this config, for the admin API.
-func (a *App) Store(name string) (Store, bool) {
+func (a *App) Store(name string) (store.Store, bool) {
 	s, ok := a.stores[name]
 	return s, ok
 }

@@ -1,5 +1,11 @@
 package tftp
 
+import (
+	"io"
+	"io/fs"
+	"sort"
+)
+
 // netascii (RFC 764, as used by RFC 1350): on the wire a line ends in CR LF
 // and a bare CR is sent as CR NUL. Files are stored with Unix line ends.
 
@@ -72,4 +78,112 @@ func (d *netasciiDecoder) flush(dst []byte) []byte {
 		dst = append(dst, '\r')
 	}
 	return dst
+}
+
+// netasciiMarkEvery is how many stored bytes lie between two positions a
+// netasciiReader remembers, bounding how far it re-reads to serve an
+// offset behind its cursor (a retransmitted window).
+const netasciiMarkEvery = 64 << 10
+
+// netasciiMark pairs an offset in the stored bytes with the matching offset
+// in their netascii form.
+type netasciiMark struct {
+	raw, enc int64
+}
+
+// netasciiReader serves the netascii form of a stored file by offset,
+// translating as it reads, so a large file is never copied whole. It is
+// made for one transfer: not safe for concurrent use.
+type netasciiReader struct {
+	src   io.ReaderAt
+	size  int64          // length of the netascii form
+	marks []netasciiMark // one every netasciiMarkEvery stored bytes
+	cur   netasciiMark   // where the last read stopped
+	buf   []byte
+}
+
+// newNetasciiReader reads src once to learn the size of its netascii form
+// (which tsize reports) and where to resume reading later.
+func newNetasciiReader(src io.ReaderAt, rawSize int64) (*netasciiReader, error) {
+	r := &netasciiReader{src: src, buf: make([]byte, netasciiMarkEvery)}
+	var m netasciiMark
+	for m.raw < rawSize {
+		r.marks = append(r.marks, m)
+		n, err := src.ReadAt(r.buf[:min(int64(len(r.buf)), rawSize-m.raw)], m.raw)
+		if n == 0 && err != nil {
+			return nil, err
+		}
+		m.enc += netasciiSize(r.buf[:n])
+		m.raw += int64(n)
+	}
+	r.size = m.enc
+	return r, nil
+}
+
+// Size is the length of the netascii form.
+func (r *netasciiReader) Size() int64 { return r.size }
+
+// ReadAt fills p with the netascii form starting at off.
+func (r *netasciiReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fs.ErrInvalid
+	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	pos := r.cur
+	if pos.enc > off {
+		i := sort.Search(len(r.marks), func(i int) bool { return r.marks[i].enc > off }) - 1
+		pos = r.marks[i]
+	}
+	n := 0
+	for n < len(p) && pos.enc < r.size {
+		k, err := r.src.ReadAt(r.buf, pos.raw)
+		if k == 0 {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, err
+		}
+		for _, c := range r.buf[:k] {
+			enc := [2]byte{c, 0}
+			w := 1
+			switch c {
+			case '\n':
+				enc, w = [2]byte{'\r', '\n'}, 2
+			case '\r':
+				w = 2
+			}
+			if pos.enc+int64(w) <= off {
+				// Wholly before the requested offset.
+				pos.raw++
+				pos.enc += int64(w)
+				continue
+			}
+			if n+w-int(max(off-pos.enc, 0)) > len(p) {
+				// Not all of this byte's form fits: stop before it, so
+				// the cursor stays on a stored-byte boundary.
+				for i := int(max(off-pos.enc, 0)); i < w && n < len(p); i++ {
+					p[n] = enc[i]
+					n++
+				}
+				r.cur = pos
+				return n, nil
+			}
+			for i := int(max(off-pos.enc, 0)); i < w; i++ {
+				p[n] = enc[i]
+				n++
+			}
+			pos.raw++
+			pos.enc += int64(w)
+			if n == len(p) {
+				break
+			}
+		}
+	}
+	r.cur = pos
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-tftp/tftp/store"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -142,7 +143,7 @@ type Server struct {
 
 	name      string
 	addresses []caddy.NetworkAddress
-	store     Store
+	store     store.Store
 	ctx       caddy.Context
 	logger    *zap.Logger
 	accessLog *zap.Logger
@@ -501,12 +502,12 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 	var (
 		src    io.ReaderAt
 		size   int64
-		up     Upload
+		up     store.Upload
 		params transferParams
 		err    error
 	)
 	if req.op == opRRQ {
-		var f File
+		var f store.File
 		f, src, size, err = s.openForRead(name, netascii)
 		if f != nil {
 			defer f.Close()
@@ -514,7 +515,7 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 		params = negotiate(&req, s.policy, size)
 	} else {
 		params = negotiate(&req, s.policy, -1)
-		up, err = s.store.Create(name, CreateOptions{Overwrite: !s.NoOverwrite, Size: params.tsize})
+		up, err = s.store.Create(name, store.CreateOptions{Overwrite: !s.NoOverwrite, Size: params.tsize})
 	}
 	if err != nil {
 		// Release the client's address first, so a request it sends as
@@ -580,7 +581,7 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 
 // openForRead opens a file for a read request, translated if the mode is
 // netascii. The caller closes f when it is not nil.
-func (s *Server) openForRead(name string, netascii bool) (f File, src io.ReaderAt, size int64, err error) {
+func (s *Server) openForRead(name string, netascii bool) (f store.File, src io.ReaderAt, size int64, err error) {
 	f, err = s.store.Open(name)
 	if err != nil {
 		return nil, nil, 0, err
@@ -626,18 +627,18 @@ func listenTransfer(local netip.Addr, peer netip.AddrPort, params transferParams
 }
 
 // toNetascii translates a file for a netascii read. In-memory snapshots
-// keep their translation, so concurrent readers of one file share it.
-func toNetascii(f File) (io.ReaderAt, int64, error) {
-	if s, ok := f.(*snapshot); ok {
-		a := s.netascii()
+// keep their translation, so concurrent readers of one version share it;
+// other files are translated as they are read, never copied whole.
+func toNetascii(f store.File) (io.ReaderAt, int64, error) {
+	if s, ok := f.(*store.Snapshot); ok {
+		a := s.Derived(netasciiEncode)
 		return a, a.Size(), nil
 	}
-	raw := make([]byte, f.Size())
-	if _, err := f.ReadAt(raw, 0); err != nil && !errors.Is(err, io.EOF) {
+	r, err := newNetasciiReader(f, f.Size())
+	if err != nil {
 		return nil, 0, err
 	}
-	enc := netasciiEncode(raw)
-	return &snapshot{data: enc}, int64(len(enc)), nil
+	return r, r.Size(), nil
 }
 
 // finishTransfer writes the one access log line of a finished transfer and

@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddy-tftp/tftp/store"
 )
 
 var (
@@ -382,7 +384,7 @@ func (t *transfer) awaitOACKAck() error {
 // serveWrite receives a file into up. With a window of W blocks it
 // acknowledges every W-th block; on a gap it acknowledges the last block
 // received in order so the client resends from there (RFC 7440).
-func (t *transfer) serveWrite(up Upload, netascii bool) error {
+func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 	bs := t.params.blockSize
 	window := t.params.windowSize
 	if len(t.params.oack) > 0 {

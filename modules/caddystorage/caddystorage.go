@@ -1,4 +1,6 @@
-package tftp
+// Package caddystorage is the tftp.stores.caddy_storage store module: files
+// kept in a Caddy storage module, shared by every instance that uses it.
+package caddystorage
 
 import (
 	"container/list"
@@ -13,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caddy-tftp/tftp/internal/directive"
+	"github.com/caddy-tftp/tftp/store"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -237,7 +241,7 @@ func missing(err error) bool {
 // maps to TFTP error 0, except that a full disk maps to error 3.
 func storageFailure(op, name string, err error) error {
 	if errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("%s %s: %v: %w", op, name, err, ErrStoreFull)
+		return fmt.Errorf("%s %s: %v: %w", op, name, err, store.ErrStoreFull)
 	}
 	return fmt.Errorf("%s %s: storage error: %v", op, name, err)
 }
@@ -261,7 +265,7 @@ func (s *StorageStore) statKey(name string) (certmagic.KeyInfo, error) {
 }
 
 // Open implements Store.
-func (s *StorageStore) Open(name string) (File, error) {
+func (s *StorageStore) Open(name string) (store.File, error) {
 	if !validStoreName(name) {
 		return nil, badName("open", name)
 	}
@@ -295,16 +299,16 @@ func (s *StorageStore) Open(name string) (File, error) {
 // same name wait for.
 type storageFlight struct {
 	done chan struct{}
-	file *snapshot
+	file *store.Snapshot
 	err  error
 }
 
 // fetch revalidates the cached copy of name, loading it if it is missing
 // or changed.
-func (s *StorageStore) fetch(name string) (*snapshot, error) {
+func (s *StorageStore) fetch(name string) (*store.Snapshot, error) {
 	started := time.Now()
 	cached := s.cache.get(name)
-	stale := func(err error) (*snapshot, error) {
+	stale := func(err error) (*store.Snapshot, error) {
 		if cached != nil {
 			s.logger.Warn("storage unavailable; serving cached copy",
 				zap.String("store", s.name), zap.String("file", name), zap.Error(err))
@@ -336,7 +340,7 @@ func (s *StorageStore) fetch(name string) (*snapshot, error) {
 		}
 		return stale(err)
 	}
-	f := &snapshot{data: data, modTime: info.Modified}
+	f := store.NewSnapshot(data, info.Modified)
 	s.cache.put(name, &storageEntry{
 		file:    f,
 		size:    info.Size,
@@ -348,22 +352,22 @@ func (s *StorageStore) fetch(name string) (*snapshot, error) {
 }
 
 // Stat implements Store.
-func (s *StorageStore) Stat(name string) (FileInfo, error) {
+func (s *StorageStore) Stat(name string) (store.FileInfo, error) {
 	if !validStoreName(name) {
-		return FileInfo{}, badName("stat", name)
+		return store.FileInfo{}, badName("stat", name)
 	}
 	info, err := s.statKey(name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return FileInfo{}, err
+			return store.FileInfo{}, err
 		}
-		return FileInfo{}, storageFailure("stat", name, err)
+		return store.FileInfo{}, storageFailure("stat", name, err)
 	}
-	return FileInfo{Name: name, Size: info.Size, ModTime: info.Modified}, nil
+	return store.FileInfo{Name: name, Size: info.Size, ModTime: info.Modified}, nil
 }
 
 // List implements Store.
-func (s *StorageStore) List() ([]FileInfo, error) {
+func (s *StorageStore) List() ([]store.FileInfo, error) {
 	files, err := s.scan()
 	if err != nil {
 		return nil, storageFailure("listing", s.prefix, err)
@@ -372,7 +376,7 @@ func (s *StorageStore) List() ([]FileInfo, error) {
 }
 
 // scan lists every file under the store's prefix and records the usage.
-func (s *StorageStore) scan() ([]FileInfo, error) {
+func (s *StorageStore) scan() ([]store.FileInfo, error) {
 	ctx, cancel := opCtx(storageOpTimeout)
 	defer cancel()
 	// No trailing slash: file_system walks a directory, others match a
@@ -381,7 +385,7 @@ func (s *StorageStore) scan() ([]FileInfo, error) {
 	if err != nil && !missing(err) {
 		return nil, err
 	}
-	out := make([]FileInfo, 0, len(keys))
+	out := make([]store.FileInfo, 0, len(keys))
 	var total int64
 	for _, key := range keys {
 		name, ok := strings.CutPrefix(key, s.prefix)
@@ -398,7 +402,7 @@ func (s *StorageStore) scan() ([]FileInfo, error) {
 		if !info.IsTerminal {
 			continue
 		}
-		out = append(out, FileInfo{Name: name, Size: info.Size, ModTime: info.Modified})
+		out = append(out, store.FileInfo{Name: name, Size: info.Size, ModTime: info.Modified})
 		total += info.Size
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -479,12 +483,12 @@ func (s *StorageStore) acquire(name string) (func(), error) {
 
 // Create implements Store. The checks here are early refusals; Commit
 // checks again under the lock.
-func (s *StorageStore) Create(name string, opts CreateOptions) (Upload, error) {
+func (s *StorageStore) Create(name string, opts store.CreateOptions) (store.Upload, error) {
 	if !validStoreName(name) {
 		return nil, badName("create", name)
 	}
 	if opts.Size > s.MaxFileSize {
-		return nil, ErrTooLarge
+		return nil, store.ErrTooLarge
 	}
 	var old int64
 	if !opts.Overwrite || (s.MaxBytes > 0 && opts.Size > 0) {
@@ -501,14 +505,14 @@ func (s *StorageStore) Create(name string, opts CreateOptions) (Upload, error) {
 	}
 	if s.MaxBytes > 0 && opts.Size > 0 {
 		if opts.Size > s.MaxBytes {
-			return nil, ErrStoreFull
+			return nil, store.ErrStoreFull
 		}
 		u, err := s.currentUsage(false)
 		if err != nil {
 			return nil, storageFailure("creating", name, err)
 		}
 		if u.bytes-old+opts.Size > s.MaxBytes {
-			return nil, ErrStoreFull
+			return nil, store.ErrStoreFull
 		}
 	}
 	up := &storageUpload{store: s, name: name, overwrite: opts.Overwrite, maxBytes: s.MaxBytes, maxFileSize: s.MaxFileSize}
@@ -535,10 +539,10 @@ func (u *storageUpload) Write(p []byte) (int, error) {
 	}
 	n := int64(len(u.buf)) + int64(len(p))
 	if n > u.maxFileSize {
-		return 0, ErrTooLarge
+		return 0, store.ErrTooLarge
 	}
 	if u.maxBytes > 0 && n > u.maxBytes {
-		return 0, ErrStoreFull
+		return 0, store.ErrStoreFull
 	}
 	u.buf = append(u.buf, p...)
 	return len(p), nil
@@ -589,7 +593,7 @@ func (s *StorageStore) commit(name string, data []byte, overwrite bool, maxBytes
 				return storageFailure("committing", name, err)
 			}
 			if u.bytes-old+int64(len(data)) > maxBytes {
-				return ErrStoreFull
+				return store.ErrStoreFull
 			}
 		}
 	}
@@ -609,7 +613,7 @@ func (s *StorageStore) commit(name string, data []byte, overwrite bool, maxBytes
 	if info, err := s.statKey(name); err == nil {
 		entry.size, entry.modTime = info.Size, info.Modified
 	}
-	entry.file = &snapshot{data: data, modTime: entry.modTime}
+	entry.file = store.NewSnapshot(data, entry.modTime)
 	s.cache.put(name, entry)
 	return nil
 }
@@ -618,7 +622,7 @@ func (s *StorageStore) commit(name string, data []byte, overwrite bool, maxBytes
 // version it holds.
 type storageEntry struct {
 	name    string
-	file    *snapshot
+	file    *store.Snapshot
 	size    int64     // the storage's size of this version
 	modTime time.Time // the storage's modification time of this version
 	checked time.Time // when the version was last confirmed current; guarded by the cache's mu
@@ -653,7 +657,7 @@ func (c *storageCache) get(name string) *storageEntry {
 
 // fresh returns the cached snapshot of name if it was confirmed current
 // less than ttl ago, marking it recently used.
-func (c *storageCache) fresh(name string, ttl time.Duration) *snapshot {
+func (c *storageCache) fresh(name string, ttl time.Duration) *store.Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[name]
@@ -686,7 +690,7 @@ func (c *storageCache) put(name string, e *storageEntry) {
 		}
 		c.removeLocked(old)
 	}
-	size := int64(len(e.file.data))
+	size := e.file.Size()
 	if size > c.max {
 		return
 	}
@@ -710,7 +714,7 @@ func (c *storageCache) remove(name string) {
 func (c *storageCache) removeLocked(e *storageEntry) {
 	c.lru.Remove(e.elem)
 	delete(c.entries, e.name)
-	c.bytes -= int64(len(e.file.data))
+	c.bytes -= e.file.Size()
 }
 
 func (c *storageCache) clear() {
@@ -764,11 +768,11 @@ func (s *StorageStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			s.StorageRaw = caddyconfig.JSONModuleObject(unm, "module", modName, nil)
 		case "cache_max_bytes":
-			if err := parseSizeArg(d, &s.CacheMaxBytes); err != nil {
+			if err := directive.Size(d, &s.CacheMaxBytes); err != nil {
 				return err
 			}
 		case "cache_ttl":
-			dur, err := parseDurationArg(d)
+			dur, err := directive.Duration(d)
 			if err != nil {
 				return err
 			}
@@ -777,11 +781,11 @@ func (s *StorageStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			s.CacheTTL = dur
 		case "max_bytes":
-			if err := parseSizeArg(d, &s.MaxBytes); err != nil {
+			if err := directive.Size(d, &s.MaxBytes); err != nil {
 				return err
 			}
 		case "max_file_size":
-			if err := parseSizeArg(d, &s.MaxFileSize); err != nil {
+			if err := directive.Size(d, &s.MaxFileSize); err != nil {
 				return err
 			}
 		default:
@@ -793,9 +797,9 @@ func (s *StorageStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // Interface guards
 var (
-	_ Store                 = (*StorageStore)(nil)
-	_ NamedStore            = (*StorageStore)(nil)
-	_ UsageReporter         = (*StorageStore)(nil)
+	_ store.Store           = (*StorageStore)(nil)
+	_ store.NamedStore      = (*StorageStore)(nil)
+	_ store.UsageReporter   = (*StorageStore)(nil)
 	_ caddy.Provisioner     = (*StorageStore)(nil)
 	_ caddy.CleanerUpper    = (*StorageStore)(nil)
 	_ caddyfile.Unmarshaler = (*StorageStore)(nil)

@@ -1,0 +1,101 @@
+// Package store is the contract between the tftp app and the modules that
+// keep its files. A store module (namespace tftp.stores) implements Store
+// and, where it can, the optional interfaces below; it imports this package
+// and nothing of the TFTP server, and knows nothing of TFTP.
+package store
+
+import (
+	"errors"
+	"io"
+	"time"
+)
+
+// Store holds the files a TFTP server serves and receives. All methods
+// must be safe for concurrent use. Names are cleaned by the server before
+// they reach a store: relative, "/" between directories, no "." or ".."
+// segments, never empty.
+type Store interface {
+	// Open returns a consistent snapshot of the named file: a later
+	// overwrite or delete never changes the bytes it returns.
+	// A missing file is fs.ErrNotExist; a name the store refuses to serve
+	// (outside its root, not a regular file) is fs.ErrPermission.
+	Open(name string) (File, error)
+
+	// Create starts writing the named file. Nothing is visible to Open
+	// until Commit succeeds.
+	Create(name string, opts CreateOptions) (Upload, error)
+
+	// Stat describes the named file.
+	Stat(name string) (FileInfo, error)
+
+	// List describes every file, sorted by name.
+	List() ([]FileInfo, error)
+
+	// Delete removes the named file.
+	Delete(name string) error
+}
+
+// File is a read-only snapshot of a stored file.
+type File interface {
+	io.ReaderAt
+	Size() int64
+	ModTime() time.Time
+	Close() error
+}
+
+// Upload is a file being written. Exactly one of Commit or Abort ends it.
+type Upload interface {
+	io.Writer
+	// Commit makes the file visible in one step, replacing any previous
+	// version.
+	Commit() error
+	// Abort discards what was written; the previous version, if any,
+	// stays.
+	Abort()
+}
+
+// CreateOptions tunes Store.Create.
+type CreateOptions struct {
+	// Overwrite allows replacing an existing file; without it Create and
+	// Commit fail with fs.ErrExist.
+	Overwrite bool
+	// Size is the expected size when the client declared it (tsize), or -1.
+	// A store refuses a declared size over its limits before data flows.
+	Size int64
+}
+
+// FileInfo describes a stored file.
+type FileInfo struct {
+	Name    string    `json:"name"`
+	Size    int64     `json:"size"`
+	ModTime time.Time `json:"mod_time"`
+}
+
+// Errors a store returns besides those of io/fs (fs.ErrNotExist,
+// fs.ErrExist, fs.ErrPermission).
+var (
+	// ErrTooLarge means the file exceeds the store's per-file limit.
+	ErrTooLarge = errors.New("file too large")
+	// ErrStoreFull means the store's capacity, or the disk under it,
+	// would be exceeded.
+	ErrStoreFull = errors.New("store full")
+)
+
+// NamedStore is a Store whose contents are kept under the name it is
+// configured with, so they survive config reloads. The app calls AttachName
+// once after provisioning the store.
+type NamedStore interface {
+	Store
+	AttachName(name string) error
+}
+
+// UsageReporter is implemented by stores that can report their size, for
+// metrics and the admin API. Both methods must be cheap: they run on every
+// metrics scrape.
+type UsageReporter interface {
+	// Usage returns the number of files and the bytes they hold.
+	Usage() (files int, bytes int64)
+	// Limits returns the store's capacity and largest file, in bytes;
+	// zero means unlimited.
+	Limits() (maxBytes, maxFileSize int64)
+}
