@@ -141,17 +141,19 @@ func parseMode(v string, def os.FileMode) (os.FileMode, error) {
 // The count is at most usageMaxAge old; a stale one is refreshed in the
 // background, so a metrics scrape never waits for a walk of a large tree.
 func (s *FileSystem) Usage() (files int, bytes int64) {
-	return s.usage.get(time.Now(), func() (int, int64) {
-		list, err := s.List()
-		if err != nil {
-			return 0, 0
-		}
-		var n int64
-		for _, f := range list {
-			n += f.Size
-		}
-		return len(list), n
-	})
+	return s.usage.get(time.Now(), s.countUsage)
+}
+
+// countUsage walks the tree.
+func (s *FileSystem) countUsage() (files int, bytes int64) {
+	list, err := s.List()
+	if err != nil {
+		return 0, 0
+	}
+	for _, f := range list {
+		bytes += f.Size
+	}
+	return len(list), bytes
 }
 
 // Limits reports no capacity limit (the disk is the limit) and the largest

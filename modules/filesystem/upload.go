@@ -34,6 +34,18 @@ func (s *FileSystem) Create(name string, opts store.CreateOptions) (store.Upload
 		return nil, err
 	}
 	defer release()
+	// A symbolic link in the way is replaced by the upload, like any file,
+	// but only when it leads somewhere inside: a link out of the root is
+	// refused for writes as for reads.
+	if info, err := v.root.Lstat(name); err == nil && info.Mode()&fs.ModeSymlink != 0 {
+		err := v.within(name, func(n string) error {
+			_, err := v.root.Stat(n)
+			return err
+		})
+		if refused(err) {
+			return nil, s.openError("create", name, err)
+		}
+	}
 	dirName, base := path.Split(name)
 	dirName = path.Clean(dirName)
 	var dir *os.Root
