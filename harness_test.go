@@ -6,8 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,3 +204,32 @@ func loopback6(port uint16) netip.AddrPort {
 
 // lines joins config lines for readability in tests.
 func lines(l ...string) string { return strings.Join(l, "\n") }
+
+// devCaddy is the dev binary, built once per test run by buildDevCaddy.
+var devCaddy struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildDevCaddy builds ./cmd/caddy once per test run, under the run's
+// temporary directory, and returns the binary's path.
+func buildDevCaddy(t testing.TB) string {
+	t.Helper()
+	devCaddy.once.Do(func() {
+		dir, err := os.MkdirTemp(os.Getenv("XDG_DATA_HOME"), "bin-")
+		if err != nil {
+			devCaddy.err = err
+			return
+		}
+		devCaddy.path = filepath.Join(dir, "caddy")
+		out, err := exec.Command("go", "build", "-o", devCaddy.path, "./cmd/caddy").CombinedOutput()
+		if err != nil {
+			devCaddy.err = fmt.Errorf("go build ./cmd/caddy: %v\n%s", err, out)
+		}
+	})
+	if devCaddy.err != nil {
+		t.Fatal(devCaddy.err)
+	}
+	return devCaddy.path
+}
