@@ -22,14 +22,17 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddy-tftp/tftp/store"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
 	// The file log writer, so the transfer benchmarks pay for the access
 	// log like a production server without flooding the output.
 	_ "github.com/caddyserver/caddy/v2/modules/logging"
@@ -748,4 +751,138 @@ func (c *benchClient) put(server netip.AddrPort, name string, data []byte, reqBS
 		next = base
 	}
 	return nil
+}
+
+// ---- the file_system store against the memory store ----
+
+// benchStoreServer starts a server on each of a memory store and a
+// file_system store over dir, and returns their addresses.
+func benchStoreServer(b *testing.B, dir string) (mem, disk netip.AddrPort) {
+	b.Helper()
+	memPort, diskPort := freePort(b), freePort(b)
+	logFile := filepath.Join(b.TempDir(), "caddy.log")
+	cf := fmt.Sprintf(`{
+	admin off
+	persist_config off
+	log {
+		output file %s
+	}
+	tftp {
+		grace_period 1s
+		store mem memory {
+			max_file_size 1GiB
+		}
+		store disk file_system {
+			root %s
+		}
+		server mem {
+			listen udp4/127.0.0.1:%d
+			store mem
+			max_transfers_per_host 1024
+		}
+		server disk {
+			listen udp4/127.0.0.1:%d
+			store disk
+			max_transfers_per_host 1024
+		}
+	}
+}
+`, logFile, dir, memPort, diskPort)
+	startCaddy(b, string(caddyfile.Format([]byte(cf))))
+	return loopback4(memPort), loopback4(diskPort)
+}
+
+// BenchmarkStoreRead is one 16 MiB read per op from the memory store and
+// from the file_system store (page cache), lock-step at 1468 bytes and with
+// a window of 16; the README reports the disk/memory ratio of ns/op.
+func BenchmarkStoreRead(b *testing.B) {
+	dir := b.TempDir()
+	data := benchContent(16<<20, 6)
+	if err := os.WriteFile(filepath.Join(dir, "f16m"), data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	mem, disk := benchStoreServer(b, dir)
+	benchLoad(b, mem, "f16m", data)
+	for _, tc := range []struct{ bs, w int }{{1468, 1}, {1468, 16}} {
+		for _, s := range []struct {
+			name   string
+			server netip.AddrPort
+		}{{"memory", mem}, {"file_system", disk}} {
+			b.Run(fmt.Sprintf("store=%s/blksize=%d/windowsize=%d", s.name, tc.bs, tc.w), func(b *testing.B) {
+				c := newBenchClient()
+				b.SetBytes(int64(len(data)))
+				for b.Loop() {
+					if err := c.get(s.server, "f16m", data, tc.bs, tc.w); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkStoreManyReaders runs 64 concurrent reads of one 100 MiB file
+// per op from each store and reports how much the process's resident
+// memory grew at its peak ("rss-MiB"), which for the file_system store
+// stays far below the file's size: readers share the page cache, and no
+// reader copies the file.
+func BenchmarkStoreManyReaders(b *testing.B) {
+	const readers, size = 64, 100 << 20
+	dir := b.TempDir()
+	data := benchContent(size, 7)
+	if err := os.WriteFile(filepath.Join(dir, "f100m"), data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	mem, disk := benchStoreServer(b, dir)
+	for _, s := range []struct {
+		name   string
+		server netip.AddrPort
+	}{{"file_system", disk}, {"memory", mem}} {
+		b.Run("store="+s.name, func(b *testing.B) {
+			if s.name == "memory" {
+				benchLoad(b, mem, "f100m", data)
+			}
+			var peak int64
+			b.SetBytes(int64(readers) * size)
+			for b.Loop() {
+				runtime.GC()
+				base := benchRSS(b)
+				errs := make(chan error, readers)
+				for range readers {
+					go func() {
+						c := newBenchClient()
+						errs <- c.get(s.server, "f100m", data, 65464, 8)
+					}()
+				}
+				ticker := time.NewTicker(20 * time.Millisecond)
+				for done := 0; done < readers; {
+					select {
+					case err := <-errs:
+						if err != nil {
+							b.Fatal(err)
+						}
+						done++
+					case <-ticker.C:
+						peak = max(peak, benchRSS(b)-base)
+					}
+				}
+				ticker.Stop()
+			}
+			b.ReportMetric(float64(peak)/(1<<20), "rss-MiB")
+		})
+	}
+}
+
+// benchRSS returns the process's resident set size in bytes.
+func benchRSS(b *testing.B) int64 {
+	raw, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		b.Fatal(err)
+	}
+	fields := strings.Fields(string(raw))
+	pages, err := strconv.ParseInt(fields[1], 10, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return pages * int64(os.Getpagesize())
 }

@@ -301,7 +301,8 @@ func TestReadmeJSONConfig(t *testing.T) {
 		}
 		found = true
 		t.Run(fmt.Sprintf("line_%d", b.line), func(t *testing.T) {
-			if err := validateJSON([]byte(b.body)); err != nil {
+			body := applySubstitutions(b.body, readmeSubstitutions(t))
+			if err := validateJSON([]byte(body)); err != nil {
 				t.Fatalf("README.md:%d: JSON config does not validate: %v", b.line, err)
 			}
 		})
@@ -725,5 +726,29 @@ func TestReadmeDnsmasqMatchesFirmware(t *testing.T) {
 	}
 	if flags == 0 {
 		t.Fatalf("%s: no flags in %q", where, cmd)
+	}
+}
+
+// TestReadmeServeDirectory runs the "Serving a directory" Caddyfile as
+// written, on a directory the test fills: a real client downloads from it,
+// a file added on disk is served at once, and uploads are refused.
+func TestReadmeServeDirectory(t *testing.T) {
+	blocks := readmeBlocks(t, "caddyfile", "Serving a directory")
+	if len(blocks) == 0 {
+		t.Fatal("no Caddyfile under \"Serving a directory\"")
+	}
+	dir := t.TempDir()
+	where := fmt.Sprintf("README.md:%d", blocks[0].line)
+	r := startReadmeCaddy(t, where, strings.ReplaceAll(blocks[0].body, "/srv/tftp", dir))
+	curl := interopClient(t, "curl")
+	data := randomBytes(t, 4000)
+	writeTree(t, dir, "pxelinux.cfg/default", data)
+	dst := filepath.Join(t.TempDir(), "out")
+	if err := curl.get(t.Context(), r.server(), "/pxelinux.cfg/default", dst, clientOpts{}); err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	requireSameBytes(t, where, readLocal(t, dst), data)
+	if err := (&testClient{server: r.server()}).put("new.bin", data); errorCode(err) != int(ErrCodeAccessViolated) {
+		t.Fatalf("%s: upload to a read_only server: %v", where, err)
 	}
 }
