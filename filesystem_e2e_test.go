@@ -6,6 +6,7 @@ package tftp
 // disk.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -397,5 +398,12 @@ func TestFileSystemStoreAdminAndMetrics(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("store not listed")
+	}
+	// The store's size reaches the metrics (counted when first asked).
+	if n := a.metric("caddy_tftp_store_files", "store", "disk"); n < 1 {
+		t.Errorf("caddy_tftp_store_files{store=disk} = %v", n)
+	}
+	if got, err := (&testClient{server: loopback4(port)}).get("new/b.bin"); err != nil || !bytes.Equal(got, body) {
+		t.Errorf("TFTP get of an admin upload: %v", err)
 	}
 }

@@ -37,7 +37,9 @@ func (s *FileSystem) Open(name string) (store.File, error) {
 	defer release()
 	var f *os.File
 	err = v.within(name, func(n string) (err error) {
-		f, err = v.root.Open(n)
+		// Non-blocking, so a FIFO in the tree cannot hang the open; it is
+		// refused below like every file that is not regular.
+		f, err = v.root.OpenFile(n, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		return err
 	})
 	if err != nil {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package filesystem
 
 import (
@@ -12,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,6 +130,22 @@ func TestServesDirectoryLive(t *testing.T) {
 	}
 	if _, err := s.Open("a/b"); !errors.Is(err, fs.ErrPermission) {
 		t.Errorf("a directory opened: %v", err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := s.Open("fifo"); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, fs.ErrPermission) {
+			t.Errorf("a FIFO opened: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("opening a FIFO hangs")
+	}
+	if err := os.Remove(filepath.Join(dir, "fifo")); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := s.Open("a/b/c.txt/x"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a path through a file: %v", err)
