@@ -2,7 +2,11 @@ package tftp
 
 import (
 	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/caddy-tftp/tftp/internal/directive"
 	"github.com/caddyserver/caddy/v2"
@@ -76,6 +80,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
+	check := newAdaptCheck()
 	implicit := new(Server)
 	implicitUsed := false
 	// The top-level server uses the store a plain `store NAME` line names,
@@ -89,6 +94,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if err != nil {
 				return nil, err
 			}
+			if dur < 0 {
+				return nil, d.Errf("grace_period must not be negative")
+			}
 			app.GracePeriod = dur
 		case "server":
 			name, err := directive.Single(d)
@@ -100,7 +108,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			}
 			srv := new(Server)
 			for inner := d.Nesting(); d.NextBlock(inner); {
-				if err := parseServerDirective(d, app, srv); err != nil {
+				if err := parseServerDirective(d, app, srv, check.on("server "+name, srv)); err != nil {
 					return nil, err
 				}
 			}
@@ -119,7 +127,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			implicitStoreNamed = true
 			fallthrough
 		default:
-			if err := parseServerDirective(d, app, implicit); err != nil {
+			if err := parseServerDirective(d, app, implicit, check.on("the top-level server", implicit)); err != nil {
 				return nil, err
 			}
 			implicitUsed = true
@@ -131,20 +139,29 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		}
 		app.Servers[unusedServerName(app.Servers)] = implicit
 	}
+	if err := check.stores(app); err != nil {
+		return nil, err
+	}
 	return httpcaddyfile.App{Name: "tftp", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
 // parseServerDirective applies one server directive at the dispenser's
 // current token.
-func parseServerDirective(d *caddyfile.Dispenser, app *App, s *Server) error {
+func parseServerDirective(d *caddyfile.Dispenser, app *App, s *Server, check serverCheck) error {
 	switch d.Val() {
 	case "listen":
 		args := d.RemainingArgs()
 		if len(args) == 0 {
 			return d.ArgErr()
 		}
+		for _, a := range args {
+			if err := check.listen(d, a); err != nil {
+				return err
+			}
+		}
 		s.Listen = append(s.Listen, args...)
 	case "store":
+		check.storeLine(d)
 		name, err := parseStore(d, app)
 		if err != nil {
 			return err
@@ -157,17 +174,24 @@ func parseServerDirective(d *caddyfile.Dispenser, app *App, s *Server) error {
 	case "disable_options":
 		return directive.Flag(d, &s.DisableOptions)
 	case "timeout":
-		dur, err := directive.Duration(d)
+		dur, err := directive.PositiveDuration(d)
 		if err != nil {
 			return err
 		}
 		s.Timeout = dur
 	case "retries":
-		return directive.Int(d, &s.Retries)
+		if err := directive.IntOrOff(d, &s.Retries, 0, math.MaxInt32); err != nil {
+			return err
+		}
+		if s.Retries == 0 {
+			// "retries 0" means none, which JSON writes as off: there a
+			// zero means the default.
+			s.Retries = directive.Off
+		}
 	case "max_block_size":
-		return directive.Int(d, &s.MaxBlockSize)
+		return directive.IntRange(d, &s.MaxBlockSize, defaultBlockSize, maxBlockSize)
 	case "max_window_size":
-		return directive.Int(d, &s.MaxWindowSize)
+		return directive.IntRange(d, &s.MaxWindowSize, minWindowSize, maxWindowSize)
 	case "allow_read":
 		return parseAddressList(d, &s.AllowRead)
 	case "allow_write":
@@ -177,21 +201,27 @@ func parseServerDirective(d *caddyfile.Dispenser, app *App, s *Server) error {
 		if err != nil {
 			return err
 		}
+		if _, err := cleanName(v); err != nil {
+			return d.Errf("root: %q is not a usable path inside a store", v)
+		}
 		s.Root = v
 	case "rewrite":
 		var match, replace string
 		if !d.AllArgs(&match, &replace) {
 			return d.ArgErr()
 		}
+		if _, err := regexp.Compile(match); err != nil {
+			return d.Errf("rewrite: bad regular expression %q: %v", match, err)
+		}
 		s.Rewrites = append(s.Rewrites, &Rewrite{Match: match, Replace: replace})
 	case "single_port":
 		return directive.Flag(d, &s.SinglePort)
 	case "max_transfers":
-		return directive.Int(d, &s.MaxTransfers)
+		return directive.IntOrOff(d, &s.MaxTransfers, 1, math.MaxInt32)
 	case "max_transfers_per_host":
-		return directive.Int(d, &s.MaxTransfersPerHost)
+		return directive.IntOrOff(d, &s.MaxTransfersPerHost, 1, math.MaxInt32)
 	case "max_transfer_duration":
-		dur, err := directive.Duration(d)
+		dur, err := directive.DurationOrOff(d)
 		if err != nil {
 			return err
 		}
@@ -317,27 +347,27 @@ func storeDeclares(d *caddyfile.Dispenser) bool {
 
 // parseMinRate reads `min_transfer_rate <bytes per second>|off [<window>]`.
 func parseMinRate(d *caddyfile.Dispenser, s *Server) error {
-	directive := d.Val()
+	name := d.Val()
 	args := d.RemainingArgs()
 	if len(args) == 0 || len(args) > 2 {
 		return d.ArgErr()
 	}
-	if args[0] == "off" {
+	if args[0] == "off" || args[0] == "-1" {
 		if len(args) > 1 {
 			return d.ArgErr()
 		}
-		s.MinTransferRate = -1
+		s.MinTransferRate = directive.Off
 		return nil
 	}
 	n, err := humanize.ParseBytes(args[0])
 	if err != nil || n == 0 || n > 1<<40 {
-		return d.Errf("%s: bad rate %q (bytes per second, or off)", directive, args[0])
+		return d.Errf("%s: bad rate %q (bytes per second, or off)", name, args[0])
 	}
 	s.MinTransferRate = int64(n)
 	if len(args) == 2 {
 		dur, err := caddy.ParseDuration(args[1])
 		if err != nil || dur <= 0 {
-			return d.Errf("%s: bad window %q", directive, args[1])
+			return d.Errf("%s: bad window %q", name, args[1])
 		}
 		s.MinTransferRateWindow = caddy.Duration(dur)
 	}
@@ -346,7 +376,7 @@ func parseMinRate(d *caddyfile.Dispenser, s *Server) error {
 
 // parseAddressList reads IP addresses, CIDR ranges and private_ranges.
 func parseAddressList(d *caddyfile.Dispenser, dst *[]string) error {
-	directive := d.Val()
+	name := d.Val()
 	args := d.RemainingArgs()
 	if len(args) == 0 {
 		return d.ArgErr()
@@ -357,7 +387,7 @@ func parseAddressList(d *caddyfile.Dispenser, dst *[]string) error {
 			continue
 		}
 		if _, err := caddyhttp.CIDRExpressionToPrefix(a); err != nil {
-			return d.Errf("%s: %v", directive, err)
+			return d.Errf("%s: %v", name, err)
 		}
 		*dst = append(*dst, a)
 	}
@@ -376,3 +406,81 @@ func unusedServerName(servers map[string]*Server) string {
 
 // Interface guards
 var _ caddyfile.Unmarshaler = (*MemoryStore)(nil)
+
+// adaptCheck finds, while a tftp block is read, the mistakes that involve
+// more than one directive: two servers on one address, a server using a
+// store that is not declared. Each is reported at the line to fix.
+type adaptCheck struct {
+	listens   map[string]site // expanded listen address -> where first named
+	storeRefs map[*Server]site
+}
+
+// site is a place in the Caddyfile and the server it belongs to.
+type site struct {
+	server, file string
+	line         int
+}
+
+func (s site) errorf(format string, args ...any) error {
+	return fmt.Errorf("%s, at %s:%d", fmt.Sprintf(format, args...), s.file, s.line)
+}
+
+func newAdaptCheck() *adaptCheck {
+	return &adaptCheck{listens: make(map[string]site), storeRefs: make(map[*Server]site)}
+}
+
+// serverCheck is the adaptCheck of one server's directives.
+type serverCheck struct {
+	*adaptCheck
+	label string
+	srv   *Server
+}
+
+func (c *adaptCheck) on(label string, srv *Server) serverCheck {
+	return serverCheck{c, label, srv}
+}
+
+// listen checks one listen address: a UDP network address, not named
+// before by this or another server. Addresses with placeholders are
+// checked when the config loads.
+func (c serverCheck) listen(d *caddyfile.Dispenser, addr string) error {
+	if strings.Contains(addr, "{") {
+		return nil
+	}
+	na, err := caddy.ParseNetworkAddressWithDefaults(addr, "udp", 69)
+	if err != nil {
+		return d.Errf("listen: %q is not a network address: %v", addr, err)
+	}
+	switch na.Network {
+	case "udp", "udp4", "udp6":
+	default:
+		return d.Errf("listen: %q uses network %q; TFTP runs over udp, udp4 or udp6", addr, na.Network)
+	}
+	for _, one := range na.Expand() {
+		key := one.String()
+		if prev, dup := c.listens[key]; dup {
+			return d.Errf("listen: %s is already used by %s (%s:%d)", key, prev.server, prev.file, prev.line)
+		}
+		c.listens[key] = site{server: c.label, file: d.File(), line: d.Line()}
+	}
+	return nil
+}
+
+// storeLine remembers where a server names its store.
+func (c serverCheck) storeLine(d *caddyfile.Dispenser) {
+	c.storeRefs[c.srv] = site{server: c.label, file: d.File(), line: d.Line()}
+}
+
+// stores reports a server that uses a store no block declares (only the
+// store named "default" is created when missing).
+func (c *adaptCheck) stores(app *App) error {
+	for srv, at := range c.storeRefs {
+		if srv.Store == "" || srv.Store == defaultStoreName {
+			continue
+		}
+		if _, ok := app.StoresRaw[srv.Store]; !ok {
+			return at.errorf("store %q is not declared: add a `store %s <module> { ... }` block, or use the store named default", srv.Store, srv.Store)
+		}
+	}
+	return nil
+}

@@ -68,7 +68,8 @@ type Server struct {
 
 	// Retries is how many times a packet is retransmitted before the
 	// transfer is abandoned, so a peer that never answers receives at most
-	// 1 + Retries copies of a packet. Default: 5.
+	// 1 + Retries copies of a packet. -1 means none (the Caddyfile's
+	// "retries 0" or "retries off"). Default: 5.
 	Retries int `json:"retries,omitempty"`
 
 	// MaxBlockSize caps the RFC 2348 blksize a client may negotiate, from
@@ -118,22 +119,24 @@ type Server struct {
 
 	// MaxTransfers is how many transfers may run at once on each listen
 	// address. Requests over the limit are left unanswered, so clients
-	// retry them after their own timeout instead of failing. Default: 4096.
+	// retry them after their own timeout instead of failing. -1 means no
+	// limit. Default: 4096.
 	MaxTransfers int `json:"max_transfers,omitempty"`
 
 	// MaxTransfersPerHost is how many transfers one client IP address may
 	// run at once on each listen address; requests over it are left
-	// unanswered like those over MaxTransfers. Default: 128.
+	// unanswered like those over MaxTransfers. -1 means no limit.
+	// Default: 128.
 	MaxTransfersPerHost int `json:"max_transfers_per_host,omitempty"`
 
 	// MaxTransferDuration ends any transfer that runs longer, with TFTP
-	// error 0. Default: 1h.
+	// error 0. -1 means no limit. Default: 1h.
 	MaxTransferDuration caddy.Duration `json:"max_transfer_duration,omitempty"`
 
 	// MinTransferRate ends a transfer that moves fewer bytes per second
 	// than this, averaged over each MinTransferRateWindow, with TFTP error
 	// 0, so a peer that answers just often enough to avoid timeouts cannot
-	// hold a slot for long. Set -1 to disable. Default: 128.
+	// hold a slot for long. -1 turns the check off. Default: 128.
 	MinTransferRate int64 `json:"min_transfer_rate,omitempty"`
 
 	// MinTransferRateWindow is the period MinTransferRate is averaged
@@ -242,13 +245,14 @@ func (s *Server) provision(ctx caddy.Context, name string, logger *zap.Logger) e
 		maxWindowSize: s.MaxWindowSize,
 		timeout:       time.Duration(s.Timeout),
 	}
+	// Off (-1) becomes the zero that means "none" or "no limit" inside.
 	s.limits = transferLimits{
-		retries:     s.Retries,
-		maxDuration: time.Duration(s.MaxTransferDuration),
+		retries:     max(s.Retries, 0),
+		maxDuration: time.Duration(max(s.MaxTransferDuration, 0)),
 		minRate:     max(s.MinTransferRate, 0),
 		rateWindow:  time.Duration(s.MinTransferRateWindow),
 	}
-	s.claims = claimLimits{total: s.MaxTransfers, perHost: s.MaxTransfersPerHost}
+	s.claims = claimLimits{total: max(s.MaxTransfers, 0), perHost: max(s.MaxTransfersPerHost, 0)}
 	s.metrics = newServerMetrics(name)
 	// Events are looked up per transfer only when the config has an events
 	// app, which keeps the common case free of that work.
@@ -265,15 +269,19 @@ func (s *Server) validate() error {
 	case s.MaxWindowSize < minWindowSize || s.MaxWindowSize > maxWindowSize:
 		return fmt.Errorf("max_window_size %d is outside 1..%d", s.MaxWindowSize, maxWindowSize)
 	case s.Timeout < 0:
-		return fmt.Errorf("timeout must not be negative")
-	case s.Retries < 0:
-		return fmt.Errorf("retries must not be negative")
-	case s.MaxTransfers < 0 || s.MaxTransfersPerHost < 0:
-		return fmt.Errorf("transfer limits must not be negative")
-	case s.MaxTransferDuration < 0:
-		return fmt.Errorf("max_transfer_duration must not be negative")
+		return fmt.Errorf("timeout %s: must be above zero", time.Duration(s.Timeout))
+	case s.Retries < -1:
+		return fmt.Errorf("retries %d: must be a count, or -1 for none", s.Retries)
+	case s.MaxTransfers < -1:
+		return fmt.Errorf("max_transfers %d: must be a count, or -1 for no limit", s.MaxTransfers)
+	case s.MaxTransfersPerHost < -1:
+		return fmt.Errorf("max_transfers_per_host %d: must be a count, or -1 for no limit", s.MaxTransfersPerHost)
+	case s.MaxTransferDuration < -1:
+		return fmt.Errorf("max_transfer_duration %s: must be above zero, or -1 for no limit", time.Duration(s.MaxTransferDuration))
+	case s.MinTransferRate < -1:
+		return fmt.Errorf("min_transfer_rate %d: must be bytes per second, or -1 for off", s.MinTransferRate)
 	case s.MinTransferRateWindow < 0:
-		return fmt.Errorf("min_transfer_rate_window must not be negative")
+		return fmt.Errorf("min_transfer_rate_window %s: must be above zero", time.Duration(s.MinTransferRateWindow))
 	}
 	return nil
 }
@@ -467,7 +475,7 @@ func (s *Server) refuse(l *listener, remote netip.AddrPort, local netip.Addr, re
 	l.reply(appendError(nil, code, msg), remote, local)
 	s.accessLog.Info("request refused",
 		zap.Stringer("remote", unmapAddrPort(remote)),
-		zap.String("file", req.filename),
+		zap.String("requested", req.filename),
 		zap.String("direction", direction(req.op)),
 		zap.String("mode", req.mode),
 		zap.Uint16("error_code", uint16(code)),
@@ -687,6 +695,7 @@ func (s *Server) finishTransfer(t *transfer, req *request, name string, err erro
 	}
 	fields := []zap.Field{
 		zap.Stringer("remote", t.peer),
+		zap.String("requested", req.filename),
 		zap.String("file", name),
 		zap.String("direction", direction(req.op)),
 		zap.String("mode", req.mode),

@@ -75,3 +75,90 @@ func Size(d *caddyfile.Dispenser, dst *int64) error {
 	*dst = int64(n)
 	return nil
 }
+
+// Off is what a limit turned off (written off or unlimited in a
+// Caddyfile) is stored as in JSON. Zero, or leaving a field out, means the
+// field's default.
+const Off = -1
+
+// offWord reports whether v turns a limit off.
+func offWord(v string) bool {
+	return v == "off" || v == "unlimited" || v == "-1"
+}
+
+// IntOrOff reads a whole number from lo to hi, or off / unlimited / -1,
+// stored as Off.
+func IntOrOff(d *caddyfile.Dispenser, dst *int, lo, hi int) error {
+	name := d.Val()
+	v, err := Single(d)
+	if err != nil {
+		return err
+	}
+	if offWord(v) {
+		*dst = Off
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return d.Errf("%s: %q is not a whole number from %d to %d, or off", name, v, lo, hi)
+	}
+	*dst = n
+	return nil
+}
+
+// IntRange reads a whole number from lo to hi.
+func IntRange(d *caddyfile.Dispenser, dst *int, lo, hi int) error {
+	name := d.Val()
+	v, err := Single(d)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return d.Errf("%s: %q is not a whole number from %d to %d", name, v, lo, hi)
+	}
+	*dst = n
+	return nil
+}
+
+// PositiveDuration reads a duration above zero.
+func PositiveDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	name := d.Val()
+	dur, err := Duration(d)
+	if err == nil && dur <= 0 {
+		err = d.Errf("%s: the duration must be above zero", name)
+	}
+	return dur, err
+}
+
+// DurationOrOff reads a duration above zero, or off / unlimited / -1,
+// stored as Off.
+func DurationOrOff(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	if d.NextArg() {
+		v := d.Val()
+		d.Prev()
+		if offWord(v) {
+			if _, err := Single(d); err != nil {
+				return 0, err
+			}
+			return Off, nil
+		}
+	}
+	return PositiveDuration(d)
+}
+
+// SizeOrOff reads a size like Size, or off / unlimited / -1, stored as Off.
+func SizeOrOff(d *caddyfile.Dispenser, dst *int64) error {
+	if d.NextArg() {
+		v := d.Val()
+		d.Prev()
+		if offWord(v) {
+			if _, err := Single(d); err != nil {
+				return err
+			}
+			*dst = Off
+			return nil
+		}
+	}
+	return Size(d, dst)
+}
