@@ -3,12 +3,16 @@ package tftp
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -229,81 +233,96 @@ func TestCaddyfileProvision(t *testing.T) {
 	}
 }
 
-// TestCaddyfileValidateErrors checks configs that adapt but that the app
-// refuses when it is provisioned and validated.
+// TestCaddyfileAdaptErrors checks that every mistake that can be seen in
+// the Caddyfile is reported by the adapter, at the line to fix, before
+// anything runs. In tftpCaddyfile the body's first line is line 5.
+func TestCaddyfileAdaptErrors(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+		line             int
+	}{
+		{"unknown directive", "listen :6969\nbogus 1", "unrecognized tftp directive: bogus", 6},
+		{"unknown server directive", "server a {\nlisten :6969\nbogus\n}", "unrecognized tftp directive: bogus", 7},
+		{"missing argument", "listen :6969\ntimeout", "wrong argument count", 6},
+		{"extra argument", "read_only yes", "wrong argument count", 5},
+		{"max_block_size below 512", "max_block_size 100", `max_block_size: "100" is not a whole number from 512 to 65464`, 5},
+		{"max_block_size above 65464", "listen :6969\nmax_block_size 70000", `max_block_size: "70000" is not a whole number from 512 to 65464`, 6},
+		{"max_window_size above 65535", "max_window_size 65536", `max_window_size: "65536" is not a whole number from 1 to 65535`, 5},
+		{"negative retries", "listen :6969\nretries -3", `retries: "-3" is not a whole number`, 6},
+		{"bad duration", "timeout soon", `timeout: bad duration "soon"`, 5},
+		{"zero timeout", "timeout 0s", "timeout: the duration must be above zero", 5},
+		{"negative grace period", "grace_period -5s\nlisten :6969", "grace_period must not be negative", 5},
+		{"unknown store", "listen :6969\nstore x", `store "x" is not declared`, 6},
+		{"unknown store in a server block", "server a {\nlisten :6969\nstore x\n}", `store "x" is not declared`, 7},
+		{"tcp network", "listen tcp/:69", `listen: "tcp/:69" uses network "tcp"`, 5},
+		{"unix network", "listen unixgram//tmp/tftp.sock", `uses network "unixgram"`, 5},
+		{"bad listen address", "listen :notaport", `listen: ":notaport" is not a network address`, 5},
+		{"bad CIDR", "allow_read 10.0.0.0/33", "allow_read:", 5},
+		{"bad rewrite", "rewrite ([a-z 1", "rewrite: bad regular expression", 5},
+		{"root outside the store", "root ../x", `root: "../x" is not a usable path`, 5},
+		{"two servers on one address", "server a {\nlisten :6969\n}\nserver b {\nlisten udp/:6969\n}", "listen: udp/:6969 is already used by server a (Caddyfile:6)", 9},
+		{"overlapping port ranges", "server a {\nlisten :7000-7002\n}\nserver b {\nlisten :7002\n}", "listen: udp/:7002 is already used by server a", 9},
+		{"one address twice", "listen :6969 :6969", "listen: udp/:6969 is already used by the top-level server", 5},
+		{"bad transfer limit", "max_transfers 0", `max_transfers: "0" is not a whole number from 1`, 5},
+		{"bad memory store size", "store boot {\nmax_bytes lots\n}", `max_bytes: bad size "lots"`, 6},
+		{"unknown store module", "store boot nosuch", `unknown store module "nosuch"`, 5},
+		{"unknown file_system directive", "store boot file_system {\nroot /srv\nbogus\n}", "unrecognized file_system store directive: bogus", 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tftpCaddyfile(tt.body)), map[string]any{"filename": "Caddyfile"})
+			if err == nil {
+				t.Fatalf("adapted, want an error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) || !strings.HasSuffix(err.Error(), fmt.Sprintf(", at Caddyfile:%d", tt.line)) {
+				t.Errorf("error:\n  %v\nwant it to contain %q and end with the place Caddyfile:%d", err, tt.want, tt.line)
+			}
+		})
+	}
+}
+
+// TestCaddyAdaptCommandFails runs the real `caddy adapt` and `caddy
+// validate` on broken Caddyfiles: each exits non-zero and names the line.
+func TestCaddyAdaptCommandFails(t *testing.T) {
+	bin := buildDevCaddy(t)
+	for _, tc := range []struct{ body, want string }{
+		{"{\n\ttftp {\n\t\tlisten :6969\n\t\tmax_block_size 70000\n\t}\n}\n", "Caddyfile:4"},
+		{"{\n\ttftp {\n\t\tlisten tcp/:69\n\t}\n}\n", "Caddyfile:3"},
+		{"{\n\ttftp {\n\t\tserver a {\n\t\t\tstore missing\n\t\t}\n\t}\n}\n", "Caddyfile:4"},
+	} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "Caddyfile")
+		if err := os.WriteFile(path, []byte(tc.body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, verb := range []string{"adapt", "validate"} {
+			out, err := exec.Command(bin, verb, "--config", path, "--adapter", "caddyfile").CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+				t.Errorf("caddy %s of %q: %v, want a non-zero exit\n%s", verb, tc.body, err, out)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Errorf("caddy %s: output does not name %s:\n%s", verb, tc.want, out)
+			}
+		}
+	}
+}
+
+// TestCaddyfileValidateErrors checks configs that the app refuses when it
+// is provisioned and validated, where the Caddyfile alone cannot tell.
 func TestCaddyfileValidateErrors(t *testing.T) {
 	tests := []struct {
 		name, body, want string
 	}{
-		{
-			name: "max_block_size below 512",
-			body: "listen :6969\nmax_block_size 100",
-			want: "max_block_size 100 is outside 512..65464",
-		},
-		{
-			name: "max_block_size above 65464",
-			body: "listen :6969\nmax_block_size 65465",
-			want: "max_block_size 65465 is outside 512..65464",
-		},
-		{
-			name: "max_window_size above 65535",
-			body: "listen :6969\nmax_window_size 65536",
-			want: "max_window_size 65536 is outside 1..65535",
-		},
-		{
-			name: "negative retries",
-			body: "listen :6969\nretries -1",
-			want: "retries must not be negative",
-		},
-		{
-			name: "negative timeout",
-			body: "listen :6969\ntimeout -1s",
-			want: "timeout must not be negative",
-		},
-		{
-			name: "negative grace period",
-			body: "grace_period -5s\nlisten :6969",
-			want: "grace_period must not be negative",
-		},
-		{
-			name: "two servers on one address",
-			body: "server a {\nlisten :6969\n}\nserver b {\nlisten udp/:6969\n}",
-			want: "servers a and b both listen on udp/:6969",
-		},
 		{
 			name: "two servers on the default address",
 			body: "server a\nserver b",
 			want: "servers a and b both listen on udp/:69",
 		},
 		{
-			name: "overlapping port ranges",
-			body: "server a {\nlisten :7000-7002\n}\nserver b {\nlisten :7002\n}",
-			want: "servers a and b both listen on udp/:7002",
-		},
-		{
-			name: "store not configured",
-			body: "listen :6969\nstore x",
-			want: `store "x" is not configured`,
-		},
-		{
-			name: "store not configured in a server block",
-			body: "server a {\nlisten :6969\nstore x\n}",
-			want: `server a: store "x" is not configured`,
-		},
-		{
-			name: "tcp network",
-			body: "listen tcp/:69",
-			want: `listen address "tcp/:69": network "tcp" is not UDP`,
-		},
-		{
-			name: "unix network",
-			body: "listen unixgram//tmp/tftp.sock",
-			want: `network "unixgram" is not UDP`,
-		},
-		{
-			name: "bad listen address",
-			body: "listen :notaport",
-			want: `parsing listen address ":notaport"`,
+			name: "missing preload directory",
+			body: "store boot {\npreload /nonexistent/tftp\n}",
+			want: "preload",
 		},
 	}
 	for _, tt := range tests {
@@ -316,5 +335,37 @@ func TestCaddyfileValidateErrors(t *testing.T) {
 				t.Errorf("caddy.Validate error:\n  %v\nwant it to contain:\n  %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRetriesZeroMeansNone checks that "retries 0" in a Caddyfile reaches
+// the server as no retransmission at all (in JSON a zero would mean the
+// default): a client that never answers gets one DATA packet.
+func TestRetriesZeroMeansNone(t *testing.T) {
+	port := startDefaultServer(t, "timeout 50ms", "retries 0")
+	c := &testClient{server: loopback4(port)}
+	if err := c.put("f", randomBytes(t, 2000)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.WriteToUDPAddrPort(appendRequest(nil, opRRQ, "f", "octet"), loopback4(port)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1024)
+	got := 0
+	// With the default 5 retries, copies would arrive at 50, 150, 350 ms.
+	_ = conn.SetReadDeadline(time.Now().Add(600 * time.Millisecond))
+	for {
+		if _, _, err := conn.ReadFromUDPAddrPort(buf); err != nil {
+			break
+		}
+		got++
+	}
+	if got != 1 {
+		t.Fatalf("a silent client got %d DATA packets, want 1", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -230,11 +231,10 @@ func validateJSON(cfgJSON []byte) error {
 	return caddy.Validate(&cfg)
 }
 
-// TestReadmeCaddyfileBlocks adapts every caddyfile block of the README.
-// Whole Caddyfiles (starting with "{") must also validate (provision without
-// binding); a snippet starting with "tftp" is wrapped in a global options
-// block and validated too; other snippets are directive lists, wrapped into
-// { tftp { ... } } (or into a server block if that fails) and must adapt.
+// TestReadmeCaddyfileBlocks requires every caddyfile block of the README
+// to be a whole Caddyfile, which a reader can paste and run: it must adapt
+// and validate (provision without binding). Syntax summaries are fenced as
+// text, not caddyfile.
 func TestReadmeCaddyfileBlocks(t *testing.T) {
 	_, all := readREADME(t)
 	n := 0
@@ -245,40 +245,12 @@ func TestReadmeCaddyfileBlocks(t *testing.T) {
 		n++
 		t.Run(fmt.Sprintf("line_%d", b.line), func(t *testing.T) {
 			body := applySubstitutions(b.body, readmeSubstitutions(t))
-			trimmed := strings.TrimSpace(body)
-			validate := true
-			var candidates []string
-			switch {
-			case strings.HasPrefix(trimmed, "{"):
-				candidates = []string{body}
-			case strings.HasPrefix(trimmed, "tftp"):
-				candidates = []string{"{\n" + body + "\n}\n"}
-			default:
-				validate = false
-				candidates = []string{
-					"{\n\ttftp {\n" + body + "\n\t}\n}\n",
-					"{\n\ttftp {\n\t\tserver x {\n" + body + "\n\t\t}\n\t}\n}\n",
-				}
+			if !strings.HasPrefix(strings.TrimSpace(body), "{") {
+				t.Fatalf("README.md:%d: a caddyfile block must be a whole Caddyfile, starting with the global options block:\n%s", b.line, b.body)
 			}
-			var cfg []byte
-			var errs []string
-			for _, c := range candidates {
-				var err error
-				// The wrapper's indentation is the test's, not the README's.
-				if !strings.HasPrefix(trimmed, "{") {
-					c = string(caddyfile.Format([]byte(c)))
-				}
-				if cfg, err = adaptReadme(t, c); err == nil {
-					break
-				}
-				errs = append(errs, err.Error())
-				cfg = nil
-			}
-			if cfg == nil {
-				t.Fatalf("README.md:%d: caddyfile block does not adapt: %s\n%s", b.line, strings.Join(errs, "; "), b.body)
-			}
-			if !validate {
-				return
+			cfg, err := adaptReadme(t, body)
+			if err != nil {
+				t.Fatalf("README.md:%d: caddyfile block does not adapt: %v\n%s", b.line, err, b.body)
 			}
 			if err := validateJSON(cfg); err != nil {
 				t.Fatalf("README.md:%d: caddyfile block does not validate: %v\n%s", b.line, err, cfg)
@@ -750,5 +722,74 @@ func TestReadmeServeDirectory(t *testing.T) {
 	requireSameBytes(t, where, readLocal(t, dst), data)
 	if err := (&testClient{server: r.server()}).put("new.bin", data); errorCode(err) != int(ErrCodeAccessViolated) {
 		t.Fatalf("%s: upload to a read_only server: %v", where, err)
+	}
+}
+
+// TestReadmeJSONReferenceComplete holds the README's JSON reference to the
+// config structs: every json field of the app, its servers, rewrite rules
+// and every tftp.stores module has a row in its table, and no row names a
+// field that does not exist. A table belongs to the struct named on the
+// line that introduces it: `apps.tftp`, `apps.tftp.servers.<name>`,
+// `apps.tftp.servers.<name>.rewrites[]`, or `"module": "<name>"`.
+func TestReadmeJSONReferenceComplete(t *testing.T) {
+	raw, _ := readREADME(t)
+	start := strings.Index(raw, "\n## JSON reference\n")
+	if start < 0 {
+		t.Fatal("README.md has no JSON reference section")
+	}
+	section := raw[start+1:]
+	if end := strings.Index(section[3:], "\n## "); end >= 0 {
+		section = section[:end+3]
+	}
+	structs := map[string]any{
+		"`apps.tftp`":                           App{},
+		"`apps.tftp.servers.<name>`":            Server{},
+		"`apps.tftp.servers.<name>.rewrites[]`": Rewrite{},
+	}
+	for _, mi := range caddy.GetModules("tftp.stores") {
+		structs[fmt.Sprintf("`\"module\": \"%s\"`", mi.ID.Name())] = mi.New()
+	}
+	documented := make(map[string]map[string]bool) // table key -> fields
+	var current string
+	for _, l := range strings.Split(section, "\n") {
+		if !strings.HasPrefix(l, "|") {
+			if strings.TrimSpace(l) != "" {
+				current = ""
+				for key := range structs {
+					if strings.Contains(l, key) {
+						current = key
+					}
+				}
+			}
+			continue
+		}
+		m := regexp.MustCompile("^\\| `([a-z_0-9]+)` \\|").FindStringSubmatch(l)
+		if m == nil || current == "" {
+			continue
+		}
+		if documented[current] == nil {
+			documented[current] = make(map[string]bool)
+		}
+		documented[current][m[1]] = true
+	}
+	for key, v := range structs {
+		typ := reflect.Indirect(reflect.ValueOf(v)).Type()
+		fields := make(map[string]bool)
+		for i := range typ.NumField() {
+			tag := typ.Field(i).Tag.Get("json")
+			name, _, _ := strings.Cut(tag, ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			fields[name] = true
+			if !documented[key][name] {
+				t.Errorf("README JSON reference: %s field %q (%s.%s) is not documented", key, name, typ.Name(), typ.Field(i).Name)
+			}
+		}
+		for name := range documented[key] {
+			if !fields[name] {
+				t.Errorf("README JSON reference: %s documents %q, which %s does not have", key, name, typ.Name())
+			}
+		}
 	}
 }
