@@ -94,7 +94,7 @@ func cmdTFTPServer(fl caddycmd.Flags) (int, error) {
 	}
 	if err := caddy.Run(cfg); err != nil {
 		if isPermissionError(err) {
-			return caddy.ExitCodeFailedStartup, fmt.Errorf("%w\n\n%s", err, privilegeHint)
+			fmt.Fprintf(os.Stderr, "Error: %v\n\n%s\n", err, privilegeHint)
 		}
 		return caddy.ExitCodeFailedStartup, err
 	}
