@@ -34,13 +34,17 @@ type activeTransfer struct {
 
 // TransferInfo describes a transfer in progress, for the admin API.
 type TransferInfo struct {
-	Server     string    `json:"server"`
-	Listen     string    `json:"listen"`
-	Remote     string    `json:"remote"`
-	File       string    `json:"file"`
-	Direction  string    `json:"direction"`
-	Mode       string    `json:"mode"`
-	Bytes      int64     `json:"bytes"`
+	Server    string `json:"server"`
+	Listen    string `json:"listen"`
+	Remote    string `json:"remote"`
+	File      string `json:"file"`
+	Direction string `json:"direction"`
+	Mode      string `json:"mode"`
+	Bytes     int64  `json:"bytes"`
+	// Size is the file's size where it is known: a read's file size (its
+	// netascii size for a netascii read) or the size a write declared with
+	// the tsize option. It is -1 when unknown.
+	Size       int64     `json:"size"`
 	BlockSize  int       `json:"block_size"`
 	WindowSize int       `json:"window_size"`
 	Start      time.Time `json:"start"`
@@ -64,10 +68,12 @@ func ActiveTransfers() []TransferInfo {
 				Mode:       at.mode,
 				BlockSize:  defaultBlockSize,
 				WindowSize: 1,
+				Size:       -1,
 				Start:      at.start,
 			}
 			if t := at.xfer.Load(); t != nil {
 				info.Bytes = t.bytes.Load()
+				info.Size = t.size
 				info.BlockSize = t.params.blockSize
 				info.WindowSize = t.params.windowSize
 			}

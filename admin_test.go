@@ -529,7 +529,7 @@ func TestAdminLiveTransfer(t *testing.T) {
 		t.Fatalf("transfer from %s not listed: %+v", me, list)
 	}
 	if found.File != "live/held.bin" || found.Direction != "read" || found.Mode != "octet" ||
-		found.BlockSize != 1024 || found.Bytes > 1024 || found.Listen != loopback4(port).String() || found.Start.IsZero() {
+		found.BlockSize != 1024 || found.Bytes > 1024 || found.Size != int64(len(data)) || found.Listen != loopback4(port).String() || found.Start.IsZero() {
 		t.Fatalf("listed transfer = %+v", *found)
 	}
 

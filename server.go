@@ -553,7 +553,9 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 	}
 	t := newTransfer(s.transferCtx, conn, peer, params, s.limits)
 	t.finishing = &at.finishing
+	t.size = params.tsize
 	if req.op == opRRQ {
+		t.size = size
 		t.batch = newSendBatch(conn, peer, params)
 	}
 	at.xfer.Store(t)

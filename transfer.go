@@ -82,6 +82,12 @@ type transfer struct {
 	batch       *sendBatch // windowed reads send a window per system call
 	highestSent uint64
 
+	// size is the transfer's known size in bytes, for the admin API: a
+	// read's file size (its netascii size for a netascii read) or the tsize
+	// a write declared; -1 when unknown. It is set before the transfer is
+	// published to the admin API and never changes.
+	size int64
+
 	// Progress, read by the admin API and metrics while the transfer runs.
 	bytes       atomic.Int64
 	blocks      atomic.Int64
@@ -99,6 +105,7 @@ func newTransfer(ctx context.Context, conn packetConn, peer netip.AddrPort, para
 		params:    params,
 		limits:    limits,
 		start:     now,
+		size:      -1,
 		rateCheck: now.Add(limits.rateWindow),
 		pktBuf:    getBuffer(headerLen + params.blockSize),
 		rBuf:      getBuffer(headerLen + params.blockSize + 1),
