@@ -19,41 +19,10 @@ import (
 // The caddy tftp-server and caddy tftp commands, run as real processes of
 // the development binary.
 
-var (
-	commandBinOnce sync.Once
-	commandBin     string
-	commandBinErr  error
-)
-
-// commandCaddy builds ./cmd/caddy once per test run, into the temporary
-// directory TestMain removes at the end (XDG_CONFIG_HOME). The directory
-// is made readable by all, so a test can run the binary as another user.
+// commandCaddy is the dev binary (see buildDevCaddy).
 func commandCaddy(t *testing.T) string {
 	t.Helper()
-	commandBinOnce.Do(func() {
-		dir := filepath.Join(os.Getenv("XDG_CONFIG_HOME"), "bin")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			commandBinErr = err
-			return
-		}
-		for _, d := range []string{os.Getenv("XDG_CONFIG_HOME"), dir} {
-			if err := os.Chmod(d, 0o755); err != nil {
-				commandBinErr = err
-				return
-			}
-		}
-		bin := filepath.Join(dir, "caddy")
-		out, err := exec.Command("go", "build", "-o", bin, "./cmd/caddy").CombinedOutput()
-		if err != nil {
-			commandBinErr = fmt.Errorf("go build ./cmd/caddy: %v\n%s", err, out)
-			return
-		}
-		commandBin = bin
-	})
-	if commandBinErr != nil {
-		t.Fatal(commandBinErr)
-	}
-	return commandBin
+	return buildDevCaddy(t)
 }
 
 // commandProcess is a caddy process started by a test.

@@ -213,7 +213,7 @@ var devCaddy struct {
 }
 
 // buildDevCaddy builds ./cmd/caddy once per test run, under the run's
-// temporary directory, and returns the binary's path.
+// temporary directory (which TestMain removes), and returns its path.
 func buildDevCaddy(t testing.TB) string {
 	t.Helper()
 	devCaddy.once.Do(func() {
@@ -221,6 +221,13 @@ func buildDevCaddy(t testing.TB) string {
 		if err != nil {
 			devCaddy.err = err
 			return
+		}
+		// Readable by all, so a test can run the binary as another user.
+		for _, d := range []string{os.Getenv("XDG_DATA_HOME"), dir} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				devCaddy.err = err
+				return
+			}
 		}
 		devCaddy.path = filepath.Join(dir, "caddy")
 		out, err := exec.Command("go", "build", "-o", devCaddy.path, "./cmd/caddy").CombinedOutput()

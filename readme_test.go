@@ -793,3 +793,44 @@ func TestReadmeJSONReferenceComplete(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeQuickStartDirectory runs the Quick start's first commands as
+// written: make a folder, serve it with caddy tftp-server (the dev binary
+// stands for "go run ./cmd/caddy", and the port is the test's), fetch the
+// file with curl.
+func TestReadmeQuickStartDirectory(t *testing.T) {
+	bin := buildDevCaddy(t)
+	dir := t.TempDir()
+	mkdir, b := readmeCommand(t, "Quick start", "mkdir -p boot")
+	where := fmt.Sprintf("README.md:%d", b.line)
+	runReadmeCommand(t, where, dir, mkdir)
+	serve, _ := readmeCommand(t, "Quick start", "go run ./cmd/caddy tftp-server")
+	fetch, _ := readmeCommand(t, "Quick start", "curl tftp://")
+	port := freePort(t)
+	serve = strings.Replace(serve, "go run ./cmd/caddy", bin, 1)
+	serve = strings.Replace(serve, "--listen :6969", fmt.Sprintf("--listen 127.0.0.1:%d", port), 1)
+	args := strings.Fields(serve)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	c := &testClient{server: loopback4(port), timeout: 200 * time.Millisecond, retries: 1}
+	waitFor(t, "caddy tftp-server to answer", 30*time.Second, func() bool {
+		_, err := c.get("hello.txt")
+		return err == nil
+	})
+	fetch = strings.Replace(fetch, "127.0.0.1:6969", fmt.Sprintf("127.0.0.1:%d", port), 1)
+	args = strings.Fields(fetch)
+	got, err := exec.Command(args[0], args[1:]...).Output()
+	if err != nil {
+		t.Fatalf("%s: %s: %v\n%s", where, fetch, err, out.String())
+	}
+	if string(got) != "hello\n" {
+		t.Fatalf("%s: %s printed %q", where, fetch, got)
+	}
+}
