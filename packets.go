@@ -72,17 +72,6 @@ type request struct {
 	options  []option
 }
 
-// option returns the value of the named option and whether it was present.
-// The first occurrence wins when a client repeats an option.
-func (r *request) option(name string) (string, bool) {
-	for _, o := range r.options {
-		if o.name == name {
-			return o.value, true
-		}
-	}
-	return "", false
-}
-
 // parseRequest decodes an RRQ or WRQ datagram.
 func parseRequest(b []byte) (request, error) {
 	var req request
@@ -155,18 +144,6 @@ func cutField(b []byte) (field, rest []byte, err error) {
 	return b[:i], b[i+1:], nil
 }
 
-// appendRequest encodes an RRQ or WRQ; used by the test client.
-func appendRequest(dst []byte, op uint16, filename, mode string, opts ...option) []byte {
-	dst = binary.BigEndian.AppendUint16(dst, op)
-	dst = append(append(dst, filename...), 0)
-	dst = append(append(dst, mode...), 0)
-	for _, o := range opts {
-		dst = append(append(dst, o.name...), 0)
-		dst = append(append(dst, o.value...), 0)
-	}
-	return dst
-}
-
 // putDataHeader writes the DATA header into the first four bytes of b.
 func putDataHeader(b []byte, block uint16) {
 	binary.BigEndian.PutUint16(b, opDATA)
@@ -225,26 +202,4 @@ func parseError(b []byte) (ErrorCode, string, bool) {
 		msg = msg[:i]
 	}
 	return ErrorCode(binary.BigEndian.Uint16(b[2:])), string(msg), true
-}
-
-// parseOACK decodes an OACK; used by the test client.
-func parseOACK(b []byte) ([]option, error) {
-	if opcode(b) != opOACK {
-		return nil, errBadOpcode
-	}
-	rest := b[2:]
-	var opts []option
-	for len(rest) > 0 {
-		k, r, err := cutField(rest)
-		if err != nil {
-			return nil, err
-		}
-		v, r, err := cutField(r)
-		if err != nil {
-			return nil, err
-		}
-		rest = r
-		opts = append(opts, option{name: asciiLower(k), value: string(v)})
-	}
-	return opts, nil
 }

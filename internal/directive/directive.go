@@ -32,21 +32,6 @@ func Flag(d *caddyfile.Dispenser, flag *bool) error {
 	return nil
 }
 
-// Int reads a whole number.
-func Int(d *caddyfile.Dispenser, dst *int) error {
-	name := d.Val()
-	v, err := Single(d)
-	if err != nil {
-		return err
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return d.Errf("%s: %q is not a whole number", name, v)
-	}
-	*dst = n
-	return nil
-}
-
 // Duration reads a duration in Caddy's forms (1s, 500ms, 2d).
 func Duration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	name := d.Val()
@@ -145,20 +130,4 @@ func DurationOrOff(d *caddyfile.Dispenser) (caddy.Duration, error) {
 		}
 	}
 	return PositiveDuration(d)
-}
-
-// SizeOrOff reads a size like Size, or off / unlimited / -1, stored as Off.
-func SizeOrOff(d *caddyfile.Dispenser, dst *int64) error {
-	if d.NextArg() {
-		v := d.Val()
-		d.Prev()
-		if offWord(v) {
-			if _, err := Single(d); err != nil {
-				return err
-			}
-			*dst = Off
-			return nil
-		}
-	}
-	return Size(d, dst)
 }

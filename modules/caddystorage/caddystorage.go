@@ -725,13 +725,6 @@ func (c *storageCache) clear() {
 	c.mu.Unlock()
 }
 
-// stats returns the number of cached files and their bytes.
-func (c *storageCache) stats() (int, int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries), c.bytes
-}
-
 // UnmarshalCaddyfile sets up the store from its Caddyfile block:
 //
 //	store <name> caddy_storage {

@@ -678,3 +678,10 @@ func randomBytes(t testing.TB, n int) []byte {
 	}
 	return b
 }
+
+// stats returns the number of cached files and their bytes.
+func (c *storageCache) stats() (int, int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries), c.bytes
+}
