@@ -834,3 +834,32 @@ func TestReadmeQuickStartDirectory(t *testing.T) {
 		t.Fatalf("%s: %s printed %q", where, fetch, got)
 	}
 }
+
+// TestReadmeListModules runs `caddy list-modules | grep tftp` on the dev
+// binary and compares its output with the README's.
+func TestReadmeListModules(t *testing.T) {
+	var want []string
+	found := false
+	for _, b := range readmeBlocks(t, "sh", "Building Caddy with the app") {
+		cmds := strings.Split(strings.TrimSpace(b.body), "\n")
+		if len(cmds) > 0 && cmds[0] == "$ caddy list-modules | grep tftp" {
+			want, found = cmds[1:], true
+		}
+	}
+	if !found {
+		t.Fatal("README: no `$ caddy list-modules | grep tftp` block")
+	}
+	out, err := exec.Command(buildDevCaddy(t), "list-modules").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "tftp") {
+			got = append(got, strings.TrimSpace(l))
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("caddy list-modules | grep tftp prints:\n%s\nthe README says:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
