@@ -97,6 +97,7 @@ type StorageStore struct {
 
 	storage certmagic.Storage
 	logger  *zap.Logger
+	now     func() time.Time // the clock the cache's TTL is measured with
 	name    string
 	prefix  string // "tftp/<name>/"
 	locks   string // "tftp/.locks/<name>/"
@@ -128,6 +129,9 @@ func (*StorageStore) CaddyModule() caddy.ModuleInfo {
 // and fills in defaults.
 func (s *StorageStore) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
+	if s.now == nil {
+		s.now = time.Now
+	}
 	if s.CacheMaxBytes == 0 {
 		s.CacheMaxBytes = defaultStorageCacheMaxBytes
 	}
@@ -269,7 +273,7 @@ func (s *StorageStore) Open(name string) (store.File, error) {
 	if !validStoreName(name) {
 		return nil, badName("open", name)
 	}
-	if f := s.cache.fresh(name, time.Duration(s.CacheTTL)); f != nil {
+	if f := s.cache.fresh(name, time.Duration(s.CacheTTL), s.now()); f != nil {
 		return f, nil
 	}
 	// One revalidation per name at a time: a boot storm of clients asking
@@ -306,13 +310,13 @@ type storageFlight struct {
 // fetch revalidates the cached copy of name, loading it if it is missing
 // or changed.
 func (s *StorageStore) fetch(name string) (*store.Snapshot, error) {
-	started := time.Now()
+	started := s.now()
 	cached := s.cache.get(name)
 	stale := func(err error) (*store.Snapshot, error) {
 		if cached != nil {
 			s.logger.Warn("storage unavailable; serving cached copy",
 				zap.String("store", s.name), zap.String("file", name), zap.Error(err))
-			s.cache.touch(name, cached, time.Now())
+			s.cache.touch(name, cached, s.now())
 			return cached.file, nil
 		}
 		s.logger.Error("reading from storage", zap.String("store", s.name), zap.String("file", name), zap.Error(err))
@@ -407,7 +411,7 @@ func (s *StorageStore) scan() ([]store.FileInfo, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	s.usageMu.Lock()
-	s.usage = storageUsage{files: len(out), bytes: total, at: time.Now()}
+	s.usage = storageUsage{files: len(out), bytes: total, at: s.now()}
 	s.usageMu.Unlock()
 	return out, nil
 }
@@ -418,7 +422,7 @@ func (s *StorageStore) currentUsage(fresh bool) (storageUsage, error) {
 	s.usageMu.Lock()
 	u := s.usage
 	s.usageMu.Unlock()
-	if !fresh && !u.at.IsZero() && time.Since(u.at) < max(time.Duration(s.CacheTTL), time.Second) {
+	if !fresh && !u.at.IsZero() && s.now().Sub(u.at) < max(time.Duration(s.CacheTTL), time.Second) {
 		return u, nil
 	}
 	if _, err := s.scan(); err != nil {
@@ -608,7 +612,7 @@ func (s *StorageStore) commit(name string, data []byte, overwrite bool, maxBytes
 	}
 	// Cache what was written, stamped with the storage's own time so that
 	// revalidation compares like with like.
-	now := time.Now()
+	now := s.now()
 	entry := &storageEntry{size: int64(len(data)), modTime: now, checked: now}
 	if info, err := s.statKey(name); err == nil {
 		entry.size, entry.modTime = info.Size, info.Modified
@@ -657,11 +661,11 @@ func (c *storageCache) get(name string) *storageEntry {
 
 // fresh returns the cached snapshot of name if it was confirmed current
 // less than ttl ago, marking it recently used.
-func (c *storageCache) fresh(name string, ttl time.Duration) *store.Snapshot {
+func (c *storageCache) fresh(name string, ttl time.Duration, now time.Time) *store.Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[name]
-	if !ok || time.Since(e.checked) >= ttl {
+	if !ok || now.Sub(e.checked) >= ttl {
 		return nil
 	}
 	c.lru.MoveToFront(e.elem)

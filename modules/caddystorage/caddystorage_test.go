@@ -428,8 +428,9 @@ func TestStorageStoreCacheRevalidation(t *testing.T) {
 	dir := t.TempDir()
 	flaky := &ssFlakyStorage{Storage: &certmagic.FileStorage{Path: dir}}
 	other := &certmagic.FileStorage{Path: dir} // another instance
-	const ttl = 300 * time.Millisecond
-	s, _ := newSSTestStore(t, flaky, func(s *StorageStore) { s.CacheTTL = caddy.Duration(ttl) })
+	const ttl = 5 * time.Second
+	clock := newTestClock()
+	s, _ := newSSTestStore(t, flaky, func(s *StorageStore) { s.CacheTTL = caddy.Duration(ttl); s.now = clock.Now })
 	ctx := context.Background()
 
 	if err := other.Store(ctx, "tftp/shared/kernel", []byte("version-1")); err != nil {
@@ -447,21 +448,20 @@ func TestStorageStoreCacheRevalidation(t *testing.T) {
 		t.Error("cached reads within the TTL reached the storage")
 	}
 
-	// Replaced elsewhere, with the same size: served fresh within the TTL.
+	// Replaced elsewhere, with the same size or not: the old version is
+	// served until the TTL passes, the new one right after.
 	for i, v := range []string{"version-2", "version-3-longer"} {
+		prev := string(ssRead(t, s, "kernel"))
 		if err := other.Store(ctx, "tftp/shared/kernel", []byte(v)); err != nil {
 			t.Fatal(err)
 		}
-		replaced := time.Now()
-		for {
-			got := ssRead(t, s, "kernel")
-			if string(got) == v {
-				break
-			}
-			if time.Since(replaced) > ttl+200*time.Millisecond {
-				t.Fatalf("replacement %d not served %v after it was written (got %q)", i, time.Since(replaced), got)
-			}
-			time.Sleep(20 * time.Millisecond)
+		clock.advance(ttl / 2)
+		if got := ssRead(t, s, "kernel"); string(got) != prev {
+			t.Fatalf("replacement %d: within the TTL got %q, want the cached %q", i, got, prev)
+		}
+		clock.advance(ttl)
+		if got := ssRead(t, s, "kernel"); string(got) != v {
+			t.Fatalf("replacement %d not served once the TTL passed (got %q)", i, got)
 		}
 	}
 
@@ -471,9 +471,9 @@ func TestStorageStoreCacheRevalidation(t *testing.T) {
 	if err := os.Chtimes(filepath.Join(dir, "tftp", "shared", "kernel"), old, old); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(ttl)
+	clock.advance(ttl)
 	ssRead(t, s, "kernel") // reloads: the modification time changed
-	time.Sleep(ttl)
+	clock.advance(ttl)
 	loads, stats = flaky.loads.Load(), flaky.stats.Load()
 	ssRead(t, s, "kernel")
 	if flaky.loads.Load() != loads || flaky.stats.Load() != stats+1 {
@@ -484,7 +484,7 @@ func TestStorageStoreCacheRevalidation(t *testing.T) {
 	if err := other.Store(ctx, "tftp/shared/kernel", []byte("version-4")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(ttl)
+	clock.advance(ttl)
 	loads = flaky.loads.Load()
 	var wg sync.WaitGroup
 	for range 20 {
@@ -534,23 +534,17 @@ func TestStorageStoreCacheEviction(t *testing.T) {
 func TestStorageStoreVanish(t *testing.T) {
 	dir := t.TempDir()
 	other := &certmagic.FileStorage{Path: dir}
-	const ttl = 200 * time.Millisecond
-	s, _ := newSSTestStore(t, &certmagic.FileStorage{Path: dir}, func(s *StorageStore) { s.CacheTTL = caddy.Duration(ttl) })
+	const ttl = 5 * time.Second
+	clock := newTestClock()
+	s, _ := newSSTestStore(t, &certmagic.FileStorage{Path: dir}, func(s *StorageStore) { s.CacheTTL = caddy.Duration(ttl); s.now = clock.Now })
 	ssPut(t, s, "gone", []byte("here"))
 	ssRead(t, s, "gone")
 	if err := other.Delete(context.Background(), "tftp/shared/gone"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(ttl + 200*time.Millisecond)
-	for {
-		_, err := s.Open("gone")
-		if errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("vanished file still served after the TTL: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	clock.advance(ttl)
+	if _, err := s.Open("gone"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("vanished file still served after the TTL: %v", err)
 	}
 	if _, err := s.Stat("gone"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("stat: %v", err)
@@ -564,8 +558,9 @@ func TestStorageStoreStorageError(t *testing.T) {
 	t.Run("failing storage", func(t *testing.T) {
 		dir := t.TempDir()
 		flaky := &ssFlakyStorage{Storage: &certmagic.FileStorage{Path: dir}}
-		const ttl = 100 * time.Millisecond
-		s, logs := newSSTestStore(t, flaky, func(s *StorageStore) { s.CacheTTL = caddy.Duration(ttl) })
+		const ttl = 5 * time.Second
+		clock := newTestClock()
+		s, logs := newSSTestStore(t, flaky, func(s *StorageStore) { s.CacheTTL = caddy.Duration(ttl); s.now = clock.Now })
 		v1 := randomBytes(t, 3000)
 		ssPut(t, s, "fw", v1)
 		ssRead(t, s, "fw")
@@ -591,7 +586,7 @@ func TestStorageStoreStorageError(t *testing.T) {
 		if got := ssRead(t, s, "fw"); !bytes.Equal(got, v1) {
 			t.Error("cached read changed")
 		}
-		time.Sleep(2 * ttl)
+		clock.advance(2 * ttl)
 		if got := ssRead(t, s, "fw"); !bytes.Equal(got, v1) {
 			t.Error("cached read failed while the storage is down")
 		}
@@ -684,4 +679,24 @@ func (c *storageCache) stats() (int, int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.entries), c.bytes
+}
+
+// testClock is a clock a test moves by hand, so TTLs pass without waiting.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock { return &testClock{now: time.Now()} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
 }
