@@ -11,10 +11,10 @@ import (
 )
 
 var (
-	testMAC    = net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
-	testGUID   = append([]byte{0}, bytes.Repeat([]byte{0xab}, 16)...)
-	testLocal  = netip.MustParseAddr("192.168.77.1")
-	testClient = netip.MustParseAddr("192.168.77.100")
+	testMAC        = net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+	testGUID       = append([]byte{0}, bytes.Repeat([]byte{0xab}, 16)...)
+	testLocal      = netip.MustParseAddr("192.168.77.1")
+	testClientAddr = netip.MustParseAddr("192.168.77.100")
 )
 
 // testAnswers is the configuration most answer tests use.
@@ -159,15 +159,15 @@ func TestAnswerIPXEGetsScript(t *testing.T) {
 func TestAnswerBootServerRequest(t *testing.T) {
 	// EDK2 after a proxy offer without option 43: a unicast REQUEST to
 	// port 4011 with its new address in ciaddr.
-	req := clientReq(t, dhcpv4.MessageTypeRequest, 7, dhcpv4.WithClientIP(net.IP(testClient.AsSlice())))
+	req := clientReq(t, dhcpv4.MessageTypeRequest, 7, dhcpv4.WithClientIP(net.IP(testClientAddr.AsSlice())))
 	a := buildAnswer(roundTrip(t, req), servicePXE, testLocal, testAnswers())
 	if a.reply == nil {
 		t.Fatalf("ignored (%s), want an ack", a.ignored)
 	}
 	reply := roundTrip(t, a.reply)
 	checkProxyAnswer(t, req, reply, dhcpv4.MessageTypeAck, "192.168.77.1", "ipxe.efi")
-	if !reply.YourIPAddr.Equal(net.IP(testClient.AsSlice())) {
-		t.Errorf("yiaddr %v, want the client's own %s", reply.YourIPAddr, testClient)
+	if !reply.YourIPAddr.Equal(net.IP(testClientAddr.AsSlice())) {
+		t.Errorf("yiaddr %v, want the client's own %s", reply.YourIPAddr, testClientAddr)
 	}
 	if got := reply.GetOneOption(dhcpv4.OptionVendorSpecificInformation); got != nil {
 		t.Errorf("option 43 %x in a UEFI ack, want none", got)
