@@ -1,7 +1,6 @@
 package proxydhcp
 
 import (
-	"bytes"
 	"net"
 	"net/netip"
 	"strconv"
@@ -51,7 +50,7 @@ const (
 	ignoredNotRequest  = "not_request"  // a BOOTREPLY, not a request
 	ignoredNotPXE      = "not_pxe"      // no PXEClient or HTTPClient vendor class
 	ignoredMessageType = "message_type" // a message type proxyDHCP does not answer on this port
-	ignoredOtherServer = "other_server" // a DHCPREQUEST on port 67 meant for another server
+	ignoredDHCPRequest = "dhcp_request" // a DHCPREQUEST on port 67, the DHCP server's business
 	ignoredNoArch      = "no_arch"      // no client architecture (option 93)
 	ignoredNoBootFile  = "no_boot_file" // no boot file configured for the architecture
 	ignoredNoAddress   = "no_address"   // no IPv4 address of ours on the link
@@ -84,7 +83,8 @@ func parseRequest(b []byte) (*dhcpv4.DHCPv4, error) {
 // address local (the address on the link the request came in on), and
 // builds the reply. It does no I/O.
 //
-// Answers carry no address (yiaddr 0 in offers): the site's DHCP server
+// On the DHCP port only DISCOVERs are answered, with offers; on the PXE
+// port only REQUESTs, with acks. Answers carry no address (yiaddr 0 in offers): the site's DHCP server
 // leases those. They name the boot server in siaddr and option 54, the boot
 // file in the header's file field, and the client's vendor class in option
 // 60, and echo the client's machine identifier (option 97). BIOS clients
@@ -106,12 +106,12 @@ func buildAnswer(req *dhcpv4.DHCPv4, svc service, local netip.Addr, cfg *answerC
 	case svc == serviceDHCP && mt == dhcpv4.MessageTypeDiscover:
 		replyType = dhcpv4.MessageTypeOffer
 	case svc == serviceDHCP && mt == dhcpv4.MessageTypeRequest:
-		// The client's DHCPREQUEST to port 67 belongs to the server
-		// it chose; it is ours only if it chose us.
-		if id := req.ServerIdentifier(); id == nil || !addrEqual(id, local) {
-			return answer{ignored: ignoredOtherServer}
-		}
-		replyType = dhcpv4.MessageTypeAck
+		// A DHCPREQUEST on port 67 takes the address the DHCP server
+		// offered; the proxy has no part in it (PXE 2.1 2.2.3). An ack
+		// from us would carry no address: with the DHCP server on our
+		// own address (same host, same option 54), OVMF took such an
+		// ack for the server's and declined address 0.0.0.0.
+		return answer{ignored: ignoredDHCPRequest}
 	case svc == servicePXE && mt == dhcpv4.MessageTypeRequest:
 		replyType = dhcpv4.MessageTypeAck
 	default:
@@ -245,11 +245,6 @@ func isIPXE(req *dhcpv4.DHCPv4) bool {
 		}
 	}
 	return false
-}
-
-func addrEqual(ip net.IP, a netip.Addr) bool {
-	ip4 := ip.To4()
-	return ip4 != nil && a.Is4() && bytes.Equal(ip4, a.AsSlice())
 }
 
 // limitedBroadcast is 255.255.255.255.
