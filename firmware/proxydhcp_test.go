@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -22,7 +23,8 @@ const ipxeUndionly = "/usr/lib/ipxe/undionly.kpxe"
 const labMarker = "FWTEST-LAB"
 
 // TestProxyDHCPLab boots real firmware in a lab run by one Caddy process
-// from one Caddyfile: proxy_dhcp names the boot server and file, tftp
+// from one Caddyfile, the README's (section "A netboot lab in one
+// Caddyfile", with its directories moved and admin and log options added): proxy_dhcp names the boot server and file, tftp
 // serves the boot files (a memory store preloaded from a directory), and
 // an HTTP site serves the iPXE script. The site's DHCP server is dnsmasq
 // handing out addresses only, with no boot options at all, so everything
@@ -67,34 +69,7 @@ func TestProxyDHCPLab(t *testing.T) {
 	}
 
 	admin := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
-	caddyfile := fmt.Sprintf(`{
-	admin %s
-	persist_config off
-	log {
-		output stderr
-		format json
-		level DEBUG
-	}
-	proxy_dhcp {
-		listen %s
-		boot bios undionly.kpxe
-		boot efi-x64 ipxe.efi
-		ipxe http://%s/boot.ipxe
-	}
-	tftp {
-		grace_period 1s
-		listen %s:69
-		store boot {
-			preload %s
-		}
-	}
-}
-
-http://%s {
-	root * %s
-	file_server
-}
-`, admin, labAddr, labAddr, labAddr, bootDir, labAddr, webDir)
+	caddyfile := readmeLabCaddyfile(t, admin, bootDir, webDir)
 	srv := startCaddy(t, dir, ns, admin, caddyfile, "serving proxyDHCP", "serving TFTP")
 
 	t.Run("bios", func(t *testing.T) {
@@ -214,4 +189,45 @@ func requireAnswer(t *testing.T, answers []proxyAnswer, typ, arch, client, servi
 		lines = append(lines, a.line)
 	}
 	t.Errorf("no %s for a %s %s client on the %s port with file %s; answers:\n%s", typ, arch, client, service, file, lines)
+}
+
+// readmeLabSection is the README section whose Caddyfile the lab runs.
+const readmeLabSection = "## A netboot lab in one Caddyfile\n"
+
+// readmeLabCaddyfile returns the README's lab Caddyfile with the TFTP
+// preload directory and the web root moved to bootDir and webDir, and the
+// admin endpoint, persist_config and a JSON debug log added to its global
+// options.
+func readmeLabCaddyfile(t *testing.T, admin, bootDir, webDir string) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(raw)
+	i := strings.Index(readme, readmeLabSection)
+	if i < 0 {
+		t.Fatalf("README.md has no section %q", strings.TrimSpace(readmeLabSection))
+	}
+	section := readme[i+len(readmeLabSection):]
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	start := strings.Index(section, "```caddyfile\n")
+	if start < 0 {
+		t.Fatal("README lab section has no caddyfile block")
+	}
+	body := section[start+len("```caddyfile\n"):]
+	body = body[:strings.Index(body, "```")]
+	for _, sub := range [][2]string{{"/srv/tftp", bootDir}, {"/srv/www", webDir}, {"192.168.77.1", labAddr}} {
+		if strings.Count(body, sub[0]) == 0 {
+			t.Fatalf("README lab Caddyfile does not contain %s:\n%s", sub[0], body)
+		}
+		body = strings.ReplaceAll(body, sub[0], sub[1])
+	}
+	if !strings.HasPrefix(body, "{\n") {
+		t.Fatalf("README lab Caddyfile does not start with a global options block:\n%s", body)
+	}
+	global := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tlog {\n\t\toutput stderr\n\t\tformat json\n\t\tlevel DEBUG\n\t}\n", admin)
+	return global + strings.TrimPrefix(body, "{\n")
 }
