@@ -36,6 +36,9 @@ const labMarker = "FWTEST-LAB"
 //     Its offer names ipxe.efi with no option 43, so EDK2 confirms with a
 //     boot server request on port 4011, then loads ipxe.efi over TFTP;
 //     iPXE asks again, gets the script URL and runs the script.
+//   - uefi-http: OVMF with PXE switched off, so it does UEFI HTTP boot
+//     (vendor class HTTPClient, architecture 16): the offer names
+//     ipxe.efi's URL on the HTTP site, then as above.
 func TestProxyDHCPLab(t *testing.T) {
 	requireTools(t, "qemu-system-x86_64", "curl")
 	requireFiles(t, ovmfFD, ipxeEFI, ipxeUndionly, ipxeE1000ROM)
@@ -65,6 +68,14 @@ func TestProxyDHCPLab(t *testing.T) {
 		"echo " + labMarker + " boot.ipxe over HTTP from caddy, platform ${platform}, file ${filename}\n" +
 		"exit\n"
 	if err := os.WriteFile(filepath.Join(webDir, "boot.ipxe"), []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// UEFI HTTP boot clients load ipxe.efi from the HTTP site.
+	nbp, err := os.ReadFile(ipxeEFI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(webDir, "ipxe.efi"), nbp, 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -115,18 +126,42 @@ func TestProxyDHCPLab(t *testing.T) {
 		}
 	})
 
+	t.Run("uefi-http", func(t *testing.T) {
+		before := len(proxyAnswers(t, srv))
+		// PXE off, so OVMF goes straight to UEFI HTTP boot.
+		g := startGuest(t, dir, "lab-ovmf-http", ns, 180*time.Second,
+			"qemu-system-x86_64", "-accel", "tcg", "-nographic", "-m", "512", "-no-reboot",
+			"-bios", ovmfFD,
+			"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+			"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n",
+			"-netdev", "tap,id=n0,ifname="+labTap+",script=no,downscript=no",
+			"-device", "virtio-net-pci,netdev=n0,romfile=,bootindex=1")
+		g.expect(t, "EDK2 HTTP boot start", regexp.MustCompile(`>>Start HTTP Boot over IPv4`), ovmfFailure)
+		g.expect(t, "the iPXE banner of ipxe.efi", regexp.MustCompile(`iPXE [^\n]*-- Open Source Network Boot Firmware`), ovmfFailure)
+		_, took := g.expect(t, "the script from the HTTP site", regexp.MustCompile(labMarker+` [^\n]*platform efi`), ovmfFailure)
+		g.finish(t, 0)
+		t.Logf("TIMING lab UEFI HTTP boot (OVMF): %s %.2fs", labMarker, took.Seconds())
+
+		answers := proxyAnswers(t, srv)[before:]
+		requireAnswer(t, answers, "offer", "http-x64", "http", "dhcp", "http://"+labAddr+"/ipxe.efi")
+		requireAnswer(t, answers, "offer", "efi-x64", "ipxe", "dhcp", "http://"+labAddr+"/boot.ipxe")
+	})
+
+	// The answer counters agree with the answers logged.
 	m := srv.scrape(t)
-	for _, s := range m.samples("caddy_proxy_dhcp_answers_total") {
-		t.Logf("metrics: %s", s)
+	logged := map[[3]string]float64{}
+	for _, a := range proxyAnswers(t, srv) {
+		logged[[3]string{a.Arch, a.Type, a.Client}]++
 	}
-	for _, s := range m.samples("caddy_proxy_dhcp_ignored_total") {
-		t.Logf("metrics: %s", s)
+	for k, n := range logged {
+		if got := m.sum("caddy_proxy_dhcp_answers_total", "arch", k[0], "type", k[1], "client", k[2]); got != n {
+			t.Errorf("metrics: caddy_proxy_dhcp_answers_total{arch=%q,type=%q,client=%q} is %g, the log has %g such answers", k[0], k[1], k[2], got, n)
+		}
 	}
-	if n := m.sum("caddy_proxy_dhcp_answers_total", "type", "ack"); n < 1 {
-		t.Errorf("metrics: caddy_proxy_dhcp_answers_total{type=\"ack\"} is %g, want at least 1", n)
-	}
-	if n := m.sum("caddy_proxy_dhcp_answers_total", "client", "ipxe"); n < 2 {
-		t.Errorf("metrics: caddy_proxy_dhcp_answers_total{client=\"ipxe\"} is %g, want at least 2", n)
+	for _, name := range []string{"caddy_proxy_dhcp_answers_total", "caddy_proxy_dhcp_ignored_total"} {
+		for _, s := range m.samples(name) {
+			t.Logf("metrics: %s", s)
+		}
 	}
 	srv.checkNoErrors(t)
 }
