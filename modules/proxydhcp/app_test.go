@@ -406,3 +406,32 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestListenInterfaceName serves an interface given by name: answers name
+// the address the request was sent to.
+func TestListenInterfaceName(t *testing.T) {
+	dhcpPort, pxePort := freeUDPPort(t), freeUDPPort(t)
+	cfg := fmt.Sprintf(`{"admin": {"disabled": true, "config": {"persist": false}},
+		"logging": {"logs": {"default": {"writer": {"output": "file", "filename": %q}}}},
+		"apps": {"proxy_dhcp": {"listen": ["lo"], "boot": {"efi-x64": "ipxe.efi"}, "dhcp_port": %d, "pxe_port": %d}}}`,
+		filepath.Join(t.TempDir(), "caddy.log"), dhcpPort, pxePort)
+	load(t, []byte(cfg))
+	c := newTestClient(t)
+	reply, from := c.mustExchange(pxePort, loopbackReq(t, dhcpv4.MessageTypeRequest, 7))
+	if from.Port() != pxePort || reply.BootFileName != "ipxe.efi" ||
+		!reply.ServerIPAddr.Equal(net.IPv4(127, 0, 0, 1)) || !reply.ServerIdentifier().Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Errorf("ack from %s: %s", from, reply.Summary())
+	}
+	// Not configured for BIOS: ignored, so the next answer is to the
+	// UEFI request sent after it.
+	c.sendRaw(dhcpPort, loopbackReq(t, dhcpv4.MessageTypeDiscover, 0).ToBytes())
+	if reply, _ := c.mustExchange(dhcpPort, loopbackReq(t, dhcpv4.MessageTypeDiscover, 7)); reply.MessageType() != dhcpv4.MessageTypeOffer {
+		t.Errorf("want an offer, got %s", reply.Summary())
+	}
+
+	// An interface that does not exist fails the config at start.
+	bad := strings.Replace(cfg, `["lo"]`, `["nosuchif0"]`, 1)
+	if err := caddy.Load([]byte(bad), true); err == nil || !strings.Contains(err.Error(), "nosuchif0") {
+		t.Errorf("loading a config on a missing interface: %v, want an error naming it", err)
+	}
+}
