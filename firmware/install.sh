@@ -14,7 +14,7 @@ have() {
 	qemu-system-x86) command -v qemu-system-x86_64 >/dev/null 2>&1 ;;
 	qemu-system-arm) command -v qemu-system-aarch64 >/dev/null 2>&1 ;;
 	ipxe-qemu) [ -e /usr/lib/ipxe/qemu/efi-e1000.rom ] ;;
-	ipxe) [ -e /usr/lib/ipxe/ipxe.efi ] ;;
+	ipxe) [ -e /usr/lib/ipxe/ipxe.efi ] && [ -e /usr/lib/ipxe/undionly.kpxe ] ;;
 	ovmf) [ -e /usr/share/ovmf/OVMF.fd ] ;;
 	u-boot-qemu) [ -e /usr/lib/u-boot/qemu-x86_64/u-boot.rom ] && [ -e /usr/lib/u-boot/qemu_arm64/u-boot.bin ] ;;
 	u-boot-tools) command -v mkimage >/dev/null 2>&1 ;;
