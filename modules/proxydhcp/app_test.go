@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +34,18 @@ func TestMain(m *testing.M) {
 	os.Setenv("XDG_DATA_HOME", dir)
 	code := m.Run()
 	os.RemoveAll(dir)
+	if code == 0 {
+		// Every test stops Caddy, whose Stop closes the sockets and
+		// waits for their readers.
+		n := 0
+		sockets.Range(func(any, any) bool { n++; return true })
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if n > 0 || strings.Contains(stacks, "proxydhcp.(*socket).serve") {
+			fmt.Fprintf(os.Stderr, "leak check: %d sockets still held, reader goroutines:\n%s\n", n, stacks)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
