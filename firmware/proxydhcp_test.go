@@ -46,38 +46,7 @@ func TestProxyDHCPLab(t *testing.T) {
 	ns := newNamespace(t)
 	runDnsmasq(t, ns, dir) // addresses only: no boot options
 
-	bootDir := filepath.Join(dir, "tftp-root")
-	webDir := filepath.Join(dir, "www")
-	for _, d := range []string{bootDir, webDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, src := range map[string]string{"ipxe.efi": ipxeEFI, "undionly.kpxe": ipxeUndionly} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(bootDir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Only the HTTP site has the script: printing the marker proves it
-	// came over HTTP.
-	script := "#!ipxe\n" +
-		"echo " + labMarker + " boot.ipxe over HTTP from caddy, platform ${platform}, file ${filename}\n" +
-		"exit\n"
-	if err := os.WriteFile(filepath.Join(webDir, "boot.ipxe"), []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// UEFI HTTP boot clients load ipxe.efi from the HTTP site.
-	nbp, err := os.ReadFile(ipxeEFI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(webDir, "ipxe.efi"), nbp, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	bootDir, webDir := labFiles(t, dir)
 
 	admin := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
 	caddyfile := readmeLabCaddyfile(t, admin, bootDir, webDir)
@@ -163,6 +132,77 @@ func TestProxyDHCPLab(t *testing.T) {
 			t.Logf("metrics: %s", s)
 		}
 	}
+	srv.checkNoErrors(t)
+}
+
+// labFiles writes the lab's files under dir: the TFTP root with
+// Debian's ipxe.efi and undionly.kpxe, and the web root with ipxe.efi (for
+// HTTP boot) and an iPXE script that prints labMarker.
+func labFiles(t *testing.T, dir string) (bootDir, webDir string) {
+	t.Helper()
+	bootDir = filepath.Join(dir, "tftp-root")
+	webDir = filepath.Join(dir, "www")
+	for _, d := range []string{bootDir, webDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, src := range map[string]string{"ipxe.efi": ipxeEFI, "undionly.kpxe": ipxeUndionly} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bootDir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Only the HTTP site has the script: printing the marker proves it
+	// came over HTTP.
+	script := "#!ipxe\n" +
+		"echo " + labMarker + " boot.ipxe over HTTP from caddy, platform ${platform}, file ${filename}\n" +
+		"exit\n"
+	if err := os.WriteFile(filepath.Join(webDir, "boot.ipxe"), []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// UEFI HTTP boot clients load ipxe.efi from the HTTP site.
+	nbp, err := os.ReadFile(ipxeEFI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(webDir, "ipxe.efi"), nbp, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return bootDir, webDir
+}
+
+// TestProxyDHCPInterfaceName runs the lab with proxy_dhcp listening on the
+// tap device by name instead of by address: its answers must name the
+// address the kernel picks on that interface, and iPXE (BIOS) must boot.
+func TestProxyDHCPInterfaceName(t *testing.T) {
+	requireTools(t, "qemu-system-x86_64", "curl")
+	requireFiles(t, ipxeEFI, ipxeUndionly, ipxeE1000ROM)
+	dir := artifactDir(t)
+	ns := newNamespace(t)
+	runDnsmasq(t, ns, dir)
+	bootDir, webDir := labFiles(t, dir)
+	admin := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	caddyfile := readmeLabCaddyfile(t, admin, bootDir, webDir)
+	byAddr := "\tproxy_dhcp {\n\t\tlisten " + labAddr + "\n"
+	if !strings.Contains(caddyfile, byAddr) {
+		t.Fatalf("README lab Caddyfile has no %q:\n%s", byAddr, caddyfile)
+	}
+	caddyfile = strings.Replace(caddyfile, byAddr, "\tproxy_dhcp {\n\t\tlisten "+labTap+"\n", 1)
+	srv := startCaddy(t, dir, ns, admin, caddyfile, "serving proxyDHCP", "serving TFTP")
+
+	g := startGuest(t, dir, "lab-bios-ifname", ns, 120*time.Second,
+		"qemu-system-x86_64", "-accel", "tcg", "-nographic", "-m", "256", "-no-reboot",
+		"-boot", "order=n,reboot-timeout=0",
+		"-netdev", "tap,id=n0,ifname="+labTap+",script=no,downscript=no",
+		"-device", "e1000,netdev=n0")
+	_, took := g.expect(t, "the script from the HTTP site", regexp.MustCompile(labMarker+` [^\n]*platform pcbios`), ipxeFailure)
+	g.finish(t, 20*time.Second)
+	t.Logf("TIMING lab BIOS iPXE, proxy_dhcp on %s by name: %s %.2fs", labTap, labMarker, took.Seconds())
+	requireAnswer(t, proxyAnswers(t, srv), "offer", "bios", "ipxe", "dhcp", "http://"+labAddr+"/boot.ipxe")
 	srv.checkNoErrors(t)
 }
 
