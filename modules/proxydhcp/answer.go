@@ -84,10 +84,13 @@ func parseRequest(b []byte) (*dhcpv4.DHCPv4, error) {
 // builds the reply. It does no I/O.
 //
 // On the DHCP port only DISCOVERs are answered, with offers; on the PXE
-// port only REQUESTs, with acks. Answers carry no address (yiaddr 0 in offers): the site's DHCP server
-// leases those. They name the boot server in siaddr and option 54, the boot
-// file in the header's file field, and the client's vendor class in option
-// 60, and echo the client's machine identifier (option 97). BIOS clients
+// port only REQUESTs, with acks. Answers carry no address (yiaddr 0 in
+// offers): the site's DHCP server leases those. They name the boot server
+// in siaddr, our address in option 54, the boot file in the header's file
+// field and the client's vendor class in option 60, and echo the client's
+// machine identifier (option 97). iPXE clients get the iPXE script when
+// one is configured, every other client the boot file of the first of its
+// architectures that has one. BIOS clients
 // get option 43 with discovery control 8, so they boot the file in the
 // offer; UEFI clients get no option 43, which makes EDK2 confirm with a
 // request on port 4011, the path every EDK2 version accepts. When the boot
