@@ -5,6 +5,8 @@
 # everything is already there. The tests themselves never install anything.
 set -euo pipefail
 
+# dnsmasq-base is the dnsmasq binary without the system service of the
+# dnsmasq package: the tests start it themselves, in their own namespaces.
 PACKAGES=(qemu-system-x86 qemu-system-arm ipxe-qemu ipxe ovmf u-boot-qemu u-boot-tools dnsmasq-base iproute2)
 
 # Files and commands each package provides; a package is installed only when
