@@ -1,9 +1,10 @@
 package tftp
 
-// The store modules that live in packages of their own are registered by
-// importing them here, so a plain `xcaddy build --with
-// github.com/caddy-tftp/tftp` gets every store.
+// The modules that live in packages of their own (the store modules and
+// the proxy_dhcp app) are registered by importing them here, so a plain
+// `xcaddy build --with github.com/caddy-tftp/tftp` gets all of them.
 import (
 	_ "github.com/caddy-tftp/tftp/modules/caddystorage"
 	_ "github.com/caddy-tftp/tftp/modules/filesystem"
+	_ "github.com/caddy-tftp/tftp/modules/proxydhcp"
 )

@@ -22,6 +22,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	// The netboot lab's HTTP site serves its iPXE script with file_server.
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
 )
 
 // The README's examples are what these tests run: every caddyfile block is
@@ -197,6 +199,13 @@ func readmeSubstitutions(t testing.TB) []string {
 		"<blocks>", "16",
 		"<size>", "1MiB",
 		"<server directives>", "read_only",
+		// the proxy_dhcp syntax summary
+		"<addresses or interfaces...>", "127.0.0.1 lo",
+		"<architecture> <file or URL>", "efi-x64 ipxe.efi",
+		"<file or URL>", "http://127.0.0.1/boot.ipxe",
+		"<ip>", "127.0.0.1",
+		"<dhcp port>", "1067",
+		"<pxe port>", "14011",
 	}
 }
 

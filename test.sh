@@ -79,15 +79,21 @@ fi
 step "benchmarks compile and run once"
 go test -run='^$' -bench=. -benchtime=1x -timeout 10m .
 
-# Fuzz targets are discovered from the sources so new ones are picked up.
-targets="$(grep -ho '^func Fuzz[A-Za-z0-9_]*' -- *_test.go 2>/dev/null | sed 's/^func //' | sort -u || true)"
-if [ -z "$targets" ]; then
-	step "fuzzing: no fuzz targets found"
-else
+# Fuzz targets are discovered from the sources so new ones are picked up,
+# in the root package and in every package under modules/.
+fuzzed=0
+for pkg in . modules/*/; do
+	pkg="${pkg%/}"
+	[ -d "$pkg" ] || continue
+	targets="$(grep -ho '^func Fuzz[A-Za-z0-9_]*' -- "$pkg"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u || true)"
 	for target in $targets; do
-		step "fuzz $target ($FUZZTIME)"
-		go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" .
+		step "fuzz $target in $pkg ($FUZZTIME)"
+		go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "./$pkg"
+		fuzzed=1
 	done
+done
+if [ "$fuzzed" -eq 0 ]; then
+	step "fuzzing: no fuzz targets found"
 fi
 
 step "all checks passed"

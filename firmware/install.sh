@@ -5,6 +5,8 @@
 # everything is already there. The tests themselves never install anything.
 set -euo pipefail
 
+# dnsmasq-base is the dnsmasq binary without the system service of the
+# dnsmasq package: the tests start it themselves, in their own namespaces.
 PACKAGES=(qemu-system-x86 qemu-system-arm ipxe-qemu ipxe ovmf u-boot-qemu u-boot-tools dnsmasq-base iproute2)
 
 # Files and commands each package provides; a package is installed only when
@@ -14,7 +16,7 @@ have() {
 	qemu-system-x86) command -v qemu-system-x86_64 >/dev/null 2>&1 ;;
 	qemu-system-arm) command -v qemu-system-aarch64 >/dev/null 2>&1 ;;
 	ipxe-qemu) [ -e /usr/lib/ipxe/qemu/efi-e1000.rom ] ;;
-	ipxe) [ -e /usr/lib/ipxe/ipxe.efi ] ;;
+	ipxe) [ -e /usr/lib/ipxe/ipxe.efi ] && [ -e /usr/lib/ipxe/undionly.kpxe ] ;;
 	ovmf) [ -e /usr/share/ovmf/OVMF.fd ] ;;
 	u-boot-qemu) [ -e /usr/lib/u-boot/qemu-x86_64/u-boot.rom ] && [ -e /usr/lib/u-boot/qemu_arm64/u-boot.bin ] ;;
 	u-boot-tools) command -v mkimage >/dev/null 2>&1 ;;

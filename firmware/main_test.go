@@ -3,7 +3,8 @@
 // Package firmware boots real network-boot firmware under QEMU against the
 // caddy-tftp server and checks that it fetches its boot files from the
 // memory store: iPXE (legacy BIOS), EDK2's UEFI PXE client (OVMF) and
-// U-Boot (x86_64 and arm64).
+// U-Boot (x86_64 and arm64); and boot iPXE and OVMF (PXE and HTTP boot) in
+// the README's netboot lab, where the proxy_dhcp app names the boot files.
 //
 // The tests build the development Caddy binary, run it as a separate
 // process, seed its memory store with TFTP uploads, boot the firmware and

@@ -81,8 +81,21 @@ func (l *lab) tftpAddr() netip.AddrPort {
 // is stopped by PID and the namespace deleted when the test ends.
 func newLab(t *testing.T, dir string) *lab {
 	t.Helper()
+	requireTools(t, "dnsmasq")
+	ns := newNamespace(t)
+	l := &lab{ns: ns, dir: dir}
+	l.startDnsmasq(t)
+	l.server = startServer(t, dir, ns, "udp4/"+labAddr+":69")
+	return l
+}
+
+// newNamespace creates a network namespace with the lab's tap device and
+// addresses; it is deleted when the test ends, after the processes
+// started in it later have been stopped.
+func newNamespace(t *testing.T) string {
+	t.Helper()
 	requireRoot(t)
-	requireTools(t, "ip", "dnsmasq")
+	requireTools(t, "ip")
 	removeStaleNamespaces(t)
 	ns := fmt.Sprintf("%s%d-%d", nsPrefix, os.Getpid(), labSeq.Add(1))
 	// Registered first, so it runs after the processes in the namespace
@@ -99,11 +112,7 @@ func newLab(t *testing.T, dir string) *lab {
 	run(t, "ip", "-n", ns, "addr", "add", labAddr6, "dev", labTap, "nodad")
 	run(t, "ip", "-n", ns, "link", "set", labTap, "up")
 	t.Logf("network namespace %s: %s on %s", ns, labCIDR, labTap)
-
-	l := &lab{ns: ns, dir: dir}
-	l.startDnsmasq(t)
-	l.server = startServer(t, dir, ns, "udp4/"+labAddr+":69")
-	return l
+	return ns
 }
 
 // startDnsmasq runs dnsmasq as a DHCP server only (--port=0). Firmware
@@ -112,7 +121,20 @@ func newLab(t *testing.T, dir string) *lab {
 // router advertisements spare iPXE a long wait for IPv6 configuration.
 func (l *lab) startDnsmasq(t *testing.T) {
 	t.Helper()
-	logPath := filepath.Join(l.dir, "dnsmasq.log")
+	runDnsmasq(t, l.ns, l.dir,
+		"--dhcp-userclass=set:ipxe,iPXE",
+		"--dhcp-boot=tag:!ipxe,ipxe.efi,,"+labAddr,
+		"--dhcp-boot=tag:ipxe,boot.ipxe,,"+labAddr,
+	)
+}
+
+// runDnsmasq runs dnsmasq in ns as a DHCP server for the lab's range
+// (--port=0: no DNS), with router advertisements and the extra flags, and
+// returns once it serves. It logs to dnsmasq.log in dir.
+func runDnsmasq(t *testing.T, ns, dir string, extra ...string) {
+	t.Helper()
+	requireTools(t, "dnsmasq")
+	logPath := filepath.Join(dir, "dnsmasq.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -120,17 +142,14 @@ func (l *lab) startDnsmasq(t *testing.T) {
 	t.Cleanup(func() { logFile.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	t.Cleanup(cancel)
-	p := startProc(t, ctx, "dnsmasq", logFile, nil,
-		"ip", "netns", "exec", l.ns,
+	argv := append([]string{"ip", "netns", "exec", ns,
 		"dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--pid-file",
-		"--port=0", "--interface="+labTap, "--bind-interfaces", "--no-ping",
+		"--port=0", "--interface=" + labTap, "--bind-interfaces", "--no-ping",
 		"--leasefile-ro", "--log-dhcp", "--log-facility=-",
 		"--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,1h",
-		"--enable-ra", "--dhcp-range=::,constructor:"+labTap+",ra-only",
-		"--dhcp-userclass=set:ipxe,iPXE",
-		"--dhcp-boot=tag:!ipxe,ipxe.efi,,"+labAddr,
-		"--dhcp-boot=tag:ipxe,boot.ipxe,,"+labAddr,
-	)
+		"--enable-ra", "--dhcp-range=::,constructor:" + labTap + ",ra-only",
+	}, extra...)
+	p := startProc(t, ctx, "dnsmasq", logFile, nil, argv...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		log, _ := os.ReadFile(logPath)

@@ -31,7 +31,6 @@ type tftpServer struct {
 // once the server logged that it is serving.
 func startServer(t *testing.T, dir, netns, listen string) *tftpServer {
 	t.Helper()
-	bin := caddyBinary(t)
 	admin := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
 	caddyfile := fmt.Sprintf(`{
 	admin %s
@@ -50,6 +49,15 @@ func startServer(t *testing.T, dir, netns, listen string) *tftpServer {
 	}
 }
 `, admin, listen)
+	return startCaddy(t, dir, netns, admin, caddyfile, "serving TFTP")
+}
+
+// startCaddy runs the dev binary with caddyfile, whose admin endpoint is
+// admin, in netns ("" for the host) with its log in server.log of dir. It
+// returns once every message in ready has been logged.
+func startCaddy(t *testing.T, dir, netns, admin, caddyfile string, ready ...string) *tftpServer {
+	t.Helper()
+	bin := caddyBinary(t)
 	cfPath := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cfPath, []byte(caddyfile), 0o644); err != nil {
 		t.Fatal(err)
@@ -82,16 +90,28 @@ func startServer(t *testing.T, dir, netns, listen string) *tftpServer {
 
 	deadline := time.Now().Add(20 * time.Second)
 	for {
+		seen := map[string]string{}
 		for _, e := range s.entries(t) {
-			if e.Msg == "serving TFTP" {
-				t.Logf("caddy (PID %d) serving TFTP on %s", p.pid(), e.Listen)
-				return s
+			if _, ok := seen[e.Msg]; !ok {
+				seen[e.Msg] = e.Listen
 			}
+		}
+		missing := 0
+		for _, msg := range ready {
+			if _, ok := seen[msg]; !ok {
+				missing++
+			}
+		}
+		if missing == 0 {
+			for _, msg := range ready {
+				t.Logf("caddy (PID %d): %s on %s", p.pid(), msg, seen[msg])
+			}
+			return s
 		}
 		if p.exited() || time.Now().After(deadline) {
 			p.stop()
 			log, _ := os.ReadFile(logPath)
-			t.Fatalf("caddy did not start serving TFTP on %s (exited: %v, %v)\n--- server log ---\n%s", listen, p.exited(), p.err, log)
+			t.Fatalf("caddy did not log %q (exited: %v, %v)\n--- server log ---\n%s", ready, p.exited(), p.err, log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -8,6 +8,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-tftp/tftp"
+	_ "github.com/caddy-tftp/tftp/modules/proxydhcp"
 )
 
 func main() {
