@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -453,12 +454,60 @@ func (s *Server) refuseMalformed(l *listener, pkt []byte, remote netip.AddrPort,
 	case opDATA, opACK, opOACK:
 		// A packet of a transfer that does not exist (or has ended).
 		code, msg = ErrCodeUnknownTID, "unknown transfer ID"
+	case opRRQ, opWRQ:
+		if errors.Is(err, errNameTooLong) || errors.Is(err, errRequestLong) {
+			code, msg = refuseLongName(pkt[2:])
+		}
 	}
 	if c := s.logger.Check(zapcore.DebugLevel, "malformed request"); c != nil {
 		c.Write(zap.Stringer("remote", unmapAddrPort(remote)), zap.Error(err))
 	}
 	countErrorSent(code)
 	l.reply(appendError(nil, code, msg), remote, local)
+}
+
+// refuseLongName answers a request whose name is over the length limit like
+// any other name that cannot be served: ERROR 2 when the part received
+// climbs above the root, otherwise ERROR 0 saying the name is too long. A
+// long request whose name is short is malformed: ERROR 4.
+func refuseLongName(body []byte) (ErrorCode, string) {
+	name := body
+	if i := bytes.IndexByte(body, 0); i >= 0 {
+		name = body[:i]
+	}
+	if len(name) <= maxNameLen {
+		return ErrCodeIllegalOp, "illegal TFTP operation"
+	}
+	if climbsAboveRoot(name) {
+		return ErrCodeAccessViolated, "access violation"
+	}
+	return ErrCodeUndefined, "file name too long"
+}
+
+// climbsAboveRoot reports whether a name's ".." segments ever climb above
+// the root, the way cleanName would refuse it.
+func climbsAboveRoot(name []byte) bool {
+	depth := 0
+	for len(name) > 0 {
+		i := bytes.IndexAny(name, `/\`)
+		seg := name
+		if i >= 0 {
+			seg, name = name[:i], name[i+1:]
+		} else {
+			name = nil
+		}
+		switch string(seg) {
+		case "", ".":
+		case "..":
+			if depth == 0 {
+				return true
+			}
+			depth--
+		default:
+			depth++
+		}
+	}
+	return false
 }
 
 // refuse answers a request the policy rejects, from the listening socket.
