@@ -1,7 +1,9 @@
 package tftp
 
 import (
+	"bytes"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -49,5 +51,60 @@ func TestReliabilityLongNames(t *testing.T) {
 		if c.code == ErrCodeUndefined && !strings.Contains(msg, "too long") {
 			t.Errorf("%s: ERROR 0 %q does not say the name is too long", what, msg)
 		}
+	}
+}
+
+// TestReliabilityDeclaredSize checks that an upload whose length differs
+// from the tsize it declared is refused with an ERROR instead of a final
+// ACK, and that the previous version of the file stays in place.
+func TestReliabilityDeclaredSize(t *testing.T) {
+	port := advStart(t)
+	server := loopback4(port)
+	old := randomBytes(t, 2000)
+	advPut(t, server, "boot.img", old)
+	body := randomBytes(t, 3000)
+	cases := []struct {
+		what     string
+		declared int
+		send     int
+	}{
+		{"shorter than declared", 5000, 3000},
+		{"stopping at a block boundary short of the declared size", 2048, 1024},
+		{"longer than declared", 1000, 3000},
+	}
+	for _, c := range cases {
+		p := advDial(t, false)
+		p.send(server, appendRequest(nil, opWRQ, "boot.img", "octet", option{"tsize", strconv.Itoa(c.declared)}))
+		pkt, tid, ok := p.recv(advReply)
+		if !ok || opcode(pkt) != opOACK {
+			t.Fatalf("%s: request answered with %s, want OACK", c.what, advDescribe(pkt))
+		}
+		var last []byte
+		for off, blk := 0, uint16(1); ; blk++ {
+			end := min(off+defaultBlockSize, c.send)
+			p.send(tid, advData(blk, body[off:end]))
+			pkt, _, ok = p.recv(advReply)
+			if !ok {
+				t.Fatalf("%s: no answer to DATA %d", c.what, blk)
+			}
+			last = pkt
+			if opcode(pkt) != opACK || end-off < defaultBlockSize {
+				break
+			}
+			off = end
+		}
+		if code, msg, _ := parseError(last); opcode(last) != opERROR || code != ErrCodeUndefined || !strings.Contains(msg, "tsize") {
+			t.Errorf("%s (declared %d, sent %d): last answer %s, want ERROR 0 naming tsize", c.what, c.declared, c.send, advDescribe(last))
+		}
+		advGetOK(t, server, "boot.img", old)
+	}
+	// An upload of the declared size is stored.
+	c := &testClient{server: server, options: []option{{"tsize", strconv.Itoa(len(body))}}}
+	if err := c.put("boot.img", body); err != nil {
+		t.Fatalf("upload of the declared size: %v", err)
+	}
+	got, err := (&testClient{server: server}).get("boot.img")
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("after an upload of the declared size: got %d bytes, err %v", len(got), err)
 	}
 }

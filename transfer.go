@@ -434,6 +434,9 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 		}
 		switch delta := blk - uint16(expected); {
 		case delta == 0:
+			if err := t.checkDeclaredSize(int64(len(payload)), len(payload) < bs); err != nil {
+				return err
+			}
 			data := payload
 			if netascii {
 				scratch = dec.decode(scratch[:0], payload)
@@ -489,6 +492,28 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 			dups++
 		}
 	}
+}
+
+// errSizeMismatch ends an upload whose length differs from the size the
+// client declared with the tsize option: a client that stops short (or
+// runs long) is not storing the file it meant to, so nothing is stored.
+var errSizeMismatch = errors.New("upload size differs from the declared tsize")
+
+// checkDeclaredSize refuses a block that would take an upload past its
+// declared tsize, or a last block that ends it short. A declared size of 0
+// is taken as unknown, as some clients send it when they do not know the
+// size.
+func (t *transfer) checkDeclaredSize(n int64, last bool) error {
+	want := t.params.tsize
+	if want <= 0 {
+		return nil
+	}
+	got := t.bytes.Load() + n
+	if got > want || (last && got != want) {
+		return t.sendError(ErrCodeUndefined, fmt.Sprintf("upload is not the declared size: tsize %d", want),
+			fmt.Errorf("%w: received %d bytes, declared %d", errSizeMismatch, got, want))
+	}
+	return nil
 }
 
 // dally answers a client that resends its last DATA block because our final
