@@ -245,7 +245,10 @@ func (l *listener) reply(b []byte, remote netip.AddrPort, local netip.Addr) {
 }
 
 // claim registers a transfer for its client address, within the limits.
-func (l *listener) claim(at *activeTransfer, limits claimLimits) claimResult {
+// When the host is at its per-host limit, its longest-stalled transfer (the
+// one that has waited on a retransmission the longest) gives up its slot
+// and is returned as victim; a transfer making progress never does.
+func (l *listener) claim(at *activeTransfer, limits claimLimits) (result claimResult, victim *activeTransfer) {
 	host := at.remote.Addr().Unmap()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -255,22 +258,49 @@ func (l *listener) claim(at *activeTransfer, limits claimLimits) claimResult {
 		// starting a new one from a reused port, so the old transfer
 		// gives up the address.
 		if !prev.finished.Load() && !prev.finishing.Load() {
-			return claimDuplicate
+			return claimDuplicate, nil
 		}
 		l.removeLocked(prev)
 	}
 	if limits.total > 0 && len(l.active) >= limits.total {
-		return claimOverTotal
+		return claimOverTotal, nil
 	}
 	if limits.perHost > 0 && l.perHost[host] >= limits.perHost {
-		return claimOverHost
+		if victim = l.longestStalledLocked(host); victim == nil {
+			return claimOverHost, nil
+		}
+		l.removeLocked(victim)
+		victim.xfer.Load().evict()
 	}
 	l.active[at.remote] = at
 	l.perHost[host]++
 	if at.inbox != nil {
 		l.muxCount++
 	}
-	return claimed
+	return claimed, victim
+}
+
+// longestStalledLocked returns the transfer of host that has waited on a
+// retransmission the longest, or nil if none is waiting. It runs only when
+// a host is at its limit, so the scan costs nothing in the common case.
+func (l *listener) longestStalledLocked(host netip.Addr) *activeTransfer {
+	var (
+		victim *activeTransfer
+		oldest int64
+	)
+	for _, at := range l.active {
+		if at.remote.Addr().Unmap() != host || at.finishing.Load() || at.finished.Load() {
+			continue
+		}
+		t := at.xfer.Load()
+		if t == nil {
+			continue
+		}
+		if since := t.stalledSince.Load(); since != 0 && (victim == nil || since < oldest) {
+			victim, oldest = at, since
+		}
+	}
+	return victim
 }
 
 // unclaim ends what claim started.

@@ -3,9 +3,13 @@ package tftp
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Tests of the promises in the README's reliability section: nothing a
@@ -106,5 +110,146 @@ func TestReliabilityDeclaredSize(t *testing.T) {
 	got, err := (&testClient{server: server}).get("boot.img")
 	if err != nil || !bytes.Equal(got, body) {
 		t.Fatalf("after an upload of the declared size: got %d bytes, err %v", len(got), err)
+	}
+}
+
+// relDropped returns caddy_tftp_requests_dropped_total summed over servers
+// for one reason.
+func relDropped(t testing.TB, reason string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(metricRequestsDropped); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// TestReliabilityEviction reproduces a device that crashed and rebooted in
+// a loop: 200 reads and 50 writes abandoned mid-transfer from one address,
+// with the default limits. The next fresh reads from that address must be
+// served within a few of the client's retries (each evicting the host's
+// longest-stalled transfer), while a slow transfer of the same host that
+// keeps making progress is never evicted. A request over the limit when
+// nothing of the host is stalled stays unanswered and is counted as
+// limit_host.
+func TestReliabilityEviction(t *testing.T) {
+	port := advStart(t)
+	server := loopback4(port)
+	data := randomBytes(t, 1500)
+	advPut(t, server, "kernel", data)
+	slowData := randomBytes(t, 40*defaultBlockSize+7)
+	advPut(t, server, "slow", slowData)
+
+	// A slow but live reader: it ACKs each block 100 ms after it arrives,
+	// well within the server's 1 s timeout, so it never stalls; it holds
+	// its slot for about 4 s, longer than the fresh reads below may wait.
+	slow := advDial(t, false)
+	slow.send(server, appendRequest(nil, opRRQ, "slow", "octet"))
+	first, slowTID := slow.expectBlock("slow reader", opDATA, 1)
+	slowDone := make(chan []byte, 1)
+	go func() {
+		var got []byte
+		pkt := first
+		for range 100 {
+			blk, payload, _ := parseBlockPacket(pkt)
+			if opcode(pkt) != opDATA {
+				break
+			}
+			if int(blk) == len(got)/defaultBlockSize+1 {
+				got = append(got, payload...)
+			}
+			time.Sleep(100 * time.Millisecond) // the client's pace, not synchronisation
+			_, _ = slow.conn.WriteToUDPAddrPort(appendAck(nil, blk), slowTID)
+			if len(payload) < defaultBlockSize {
+				break
+			}
+			var ok bool
+			if pkt, _, ok = slow.recv(2 * time.Second); !ok {
+				break
+			}
+		}
+		slowDone <- got
+	}()
+
+	// 200 reads and 50 writes abandoned after the server's first packet
+	// (or never answered, once the host is at its limit).
+	var dead []*net.UDPConn
+	defer func() {
+		for _, c := range dead {
+			c.Close()
+		}
+	}()
+	for i := range 250 {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead = append(dead, c)
+		req := appendRequest(nil, opRRQ, "kernel", "octet")
+		if i >= 200 {
+			req = appendRequest(nil, opWRQ, fmt.Sprintf("up-%d", i), "octet")
+		}
+		if _, err := c.WriteToUDPAddrPort(req, server); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The host is now at its limit and nothing of it has stalled yet: a
+	// request is left unanswered and counted as limit_host.
+	before := relDropped(t, "limit_host")
+	p := advDial(t, false)
+	p.send(server, appendRequest(nil, opRRQ, "kernel", "octet"))
+	p.expectSilence("a request while the host is at its limit and none of its transfers is stalled", advSilence)
+	if got := relDropped(t, "limit_host") - before; got < 1 {
+		t.Errorf("requests_dropped_total{reason=limit_host} grew by %v, want at least 1", got)
+	}
+
+	// Five fresh reads, each retrying every 250 ms as a client would,
+	// must all be served within 2.5 s: the abandoned transfers stall after
+	// the first 1 s timeout and would otherwise hold the host's slots for
+	// about 47 s.
+	start := time.Now()
+	for i := range 5 {
+		p := advDial(t, false)
+		var served bool
+		for try := 0; try < 10 && !served; try++ {
+			p.send(server, appendRequest(nil, opRRQ, "kernel", "octet"))
+			pkt, tid, ok := p.recv(250 * time.Millisecond)
+			if !ok {
+				continue
+			}
+			if blk, _, _ := parseBlockPacket(pkt); opcode(pkt) != opDATA || blk != 1 {
+				t.Fatalf("fresh read %d answered with %s", i, advDescribe(pkt))
+			}
+			if got := advReadRest(t, p, tid, pkt); !bytes.Equal(got, data) {
+				t.Fatalf("fresh read %d: got %d bytes, want %d", i, len(got), len(data))
+			}
+			served = true
+		}
+		if !served {
+			t.Fatalf("fresh read %d from a host whose abandoned transfers fill max_transfers_per_host got no answer within 2.5 s", i)
+		}
+	}
+	t.Logf("5 fresh reads served %v after the abandoned ones", time.Since(start).Round(time.Millisecond))
+	select {
+	case got := <-slowDone:
+		if !bytes.Equal(got, slowData) {
+			t.Errorf("the slow reader that kept making progress got %d of %d bytes: it was evicted", len(got), len(slowData))
+		}
+	case <-time.After(15 * time.Second):
+		t.Error("the slow reader did not finish")
 	}
 }

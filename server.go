@@ -123,8 +123,13 @@ type Server struct {
 	MaxTransfers int `json:"max_transfers,omitempty"`
 
 	// MaxTransfersPerHost is how many transfers one client IP address may
-	// run at once on each listen address; requests over it are left
-	// unanswered like those over MaxTransfers. Default: 128.
+	// run at once on each listen address. A request over it evicts the
+	// host's longest-stalled transfer (the one that has waited on a
+	// retransmission the longest; never one making progress), so a device
+	// that crashed and rebooted in a loop is not locked out by its own
+	// abandoned transfers. When none of the host's transfers is stalled,
+	// the request is left unanswered like those over MaxTransfers.
+	// Default: 128.
 	MaxTransfersPerHost int `json:"max_transfers_per_host,omitempty"`
 
 	// MaxTransferDuration ends any transfer that runs longer, with TFTP
@@ -383,22 +388,39 @@ func (s *Server) handleRequest(l *listener, pkt []byte, remote netip.AddrPort, l
 	if s.SinglePort {
 		at.inbox = newMuxConn(l, remote, local)
 	}
-	switch l.claim(at, s.claims) {
+	result, victim := l.claim(at, s.claims)
+	switch result {
 	case claimed:
+		if victim != nil {
+			if c := s.logger.Check(zapcore.InfoLevel, "host at max_transfers_per_host: its longest-stalled transfer evicted for a new request"); c != nil {
+				c.Write(zap.Stringer("remote", unmapAddrPort(remote)), zap.String("file", name),
+					zap.Stringer("evicted_remote", unmapAddrPort(victim.remote)), zap.String("evicted_file", victim.file))
+			}
+		}
 	case claimDuplicate:
 		// The client repeated its request while the transfer it asked for
 		// is running; that transfer answers it.
 		metricRequestsDropped.WithLabelValues(s.name, "duplicate").Inc()
 		return
-	default:
-		metricRequestsDropped.WithLabelValues(s.name, "limit").Inc()
-		if c := s.logger.Check(zapcore.DebugLevel, "request over the concurrency limit left unanswered"); c != nil {
-			c.Write(zap.Stringer("remote", unmapAddrPort(remote)), zap.String("file", name))
-		}
+	case claimOverTotal:
+		s.dropOverLimit("limit_total", "request over max_transfers left unanswered", remote, name)
+		return
+	case claimOverHost:
+		s.dropOverLimit("limit_host", "request over max_transfers_per_host left unanswered: no transfer of the host is stalled", remote, name)
 		return
 	}
 	s.transfers.Add(1)
 	go s.runTransfer(l, at, req, netascii, local)
+}
+
+// dropOverLimit counts and logs a request left unanswered, by design, for
+// being over a limit: the client retries after its own timeout. The metric
+// reason and the log line name the limit.
+func (s *Server) dropOverLimit(reason, msg string, remote netip.AddrPort, name string) {
+	metricRequestsDropped.WithLabelValues(s.name, reason).Inc()
+	if c := s.logger.Check(zapcore.DebugLevel, msg); c != nil {
+		c.Write(zap.Stringer("remote", unmapAddrPort(remote)), zap.String("file", name), zap.String("limit", reason))
+	}
 }
 
 // allowed applies the address lists to a read or write.
@@ -706,8 +728,10 @@ func (s *Server) finishTransfer(t *transfer, req *request, name string, err erro
 		outcome, level = "options_declined", zapcore.DebugLevel
 	case errors.As(err, &pe):
 		outcome, code = "client_error", pe.code
-	case errors.Is(err, errTimedOut), errors.Is(err, errTooSlow):
+	case errors.Is(err, errTimedOut), errors.Is(err, errTooSlow), errors.Is(err, errTooLong):
 		outcome = "timeout"
+	case errors.Is(err, errEvicted):
+		outcome = "evicted"
 	case errors.Is(err, errStopping):
 		outcome = "stopped"
 	case se != nil:

@@ -21,8 +21,13 @@ var (
 	// errOptionsRefused ends a read whose client answered the OACK with
 	// ERROR 8, as UEFI PXE does to learn a file's size. It is not a failure.
 	errOptionsRefused = errors.New("client declined the negotiated options")
-	// errTooSlow ends a transfer that exceeded its time limits.
-	errTooSlow = errors.New("transfer exceeded its time limit")
+	// errTooLong ends a transfer that ran past max_transfer_duration.
+	errTooLong = errors.New("transfer exceeded max_transfer_duration")
+	// errTooSlow ends a transfer that moved less than min_transfer_rate.
+	errTooSlow = errors.New("transfer slower than min_transfer_rate")
+	// errEvicted ends a stalled transfer whose host, at its per-host limit,
+	// made a new request.
+	errEvicted = errors.New("stalled transfer evicted by a new request from its host")
 )
 
 // peerError is an ERROR packet received from the client.
@@ -81,6 +86,12 @@ type transfer struct {
 
 	batch       *sendBatch // windowed reads send a window per system call
 	highestSent uint64
+
+	// stalledSince is when the transfer began waiting on a retransmission
+	// (Unix nanoseconds), or 0 while it makes progress; evicted is raised
+	// by a newer request from the same host that takes its slot.
+	stalledSince atomic.Int64
+	evicted      atomic.Bool
 
 	// Progress, read by the admin API and metrics while the transfer runs.
 	bytes       atomic.Int64
@@ -148,8 +159,12 @@ func (t *transfer) abort(err error) error {
 		// The peer is gone or never was: stay silent, so a spoofed request
 		// earns at most the first packet and its retries.
 		return err
+	case errors.Is(err, errTooLong):
+		return t.sendError(ErrCodeUndefined, "transfer exceeded the maximum duration", err)
 	case errors.Is(err, errTooSlow):
-		return t.sendError(ErrCodeUndefined, "transfer took too long", err)
+		return t.sendError(ErrCodeUndefined, "transfer slower than the minimum rate", err)
+	case errors.Is(err, errEvicted):
+		return t.sendError(ErrCodeUndefined, "stalled transfer replaced by a newer request from this host", err)
 	}
 	var pe *peerError
 	if errors.As(err, &pe) {
@@ -180,9 +195,15 @@ func (t *transfer) receive(deadline time.Time) ([]byte, error) {
 			if t.ctx.Err() != nil {
 				return nil, errStopping
 			}
+			if t.evicted.Load() {
+				return nil, errEvicted
+			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				if t.limits.maxDuration > 0 && time.Since(t.start) >= t.limits.maxDuration {
-					return nil, errTooSlow
+					return nil, errTooLong
+				}
+				if t.stalledSince.Load() == 0 {
+					t.stalledSince.Store(time.Now().UnixNano())
 				}
 				return nil, errTimedOut
 			}
@@ -201,6 +222,21 @@ func (t *transfer) receive(deadline time.Time) ([]byte, error) {
 		}
 		return t.rbuf[:n], nil
 	}
+}
+
+// progressed records that the peer moved the transfer forward, so it is no
+// longer stalled and may not be evicted.
+func (t *transfer) progressed() {
+	if t.stalledSince.Load() != 0 {
+		t.stalledSince.Store(0)
+	}
+}
+
+// evict ends a stalled transfer from another goroutine: its next read
+// fails at once and the transfer ends with errEvicted.
+func (t *transfer) evict() {
+	t.evicted.Store(true)
+	_ = t.conn.SetReadDeadline(time.Unix(1, 0))
 }
 
 // markFinishing records that the last block has moved.
@@ -300,6 +336,7 @@ func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 		}
 		base += delta
 		retries, resent = 0, false
+		t.progressed()
 		if base < next {
 			// The client acknowledged part of the window: the rest was lost.
 			t.retransmits.Add(int64(next - base))
@@ -450,6 +487,7 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 			}
 			t.bytes.Add(int64(len(payload)))
 			t.blocks.Add(1)
+			t.progressed()
 			expected++
 			inWindow++
 			retries, nacked, dups = 0, false, 0
