@@ -253,3 +253,39 @@ func TestReliabilityEviction(t *testing.T) {
 		t.Error("the slow reader did not finish")
 	}
 }
+
+// TestReliabilityDuplicateDataAcks checks the upload side of the
+// Sorcerer's Apprentice: five back-to-back copies of a DATA block get at
+// most two ACKs within 0.8 s, and a copy sent later (a client whose ACK
+// was really lost, retransmitting) still gets its ACK.
+func TestReliabilityDuplicateDataAcks(t *testing.T) {
+	port := advStart(t)
+	server := loopback4(port)
+	p := advDial(t, false)
+	p.send(server, appendRequest(nil, opWRQ, "dup", "octet"))
+	_, tid := p.expectBlock("WRQ", opACK, 0)
+	block := randomBytes(t, defaultBlockSize)
+	for range 5 {
+		p.send(tid, advData(1, block))
+	}
+	acks := 0
+	for end := time.Now().Add(800 * time.Millisecond); time.Now().Before(end); {
+		pkt, _, ok := p.recv(time.Until(end))
+		if !ok {
+			break
+		}
+		if blk, _, _ := parseBlockPacket(pkt); opcode(pkt) != opACK || blk != 1 {
+			t.Fatalf("got %s, want ACK 1", advDescribe(pkt))
+		}
+		acks++
+	}
+	if acks == 0 || acks > 2 {
+		t.Errorf("five back-to-back copies of DATA 1 got %d ACKs within 0.8 s, want 1 or 2", acks)
+	}
+	// The client's own retransmission, after its timeout, is answered.
+	p.send(tid, advData(1, block))
+	p.expectBlock("DATA 1 retransmitted after 0.8 s", opACK, 1)
+	p.send(tid, advData(2, block[:10]))
+	p.expectBlock("last DATA", opACK, 2)
+	advGetOK(t, server, "dup", append(bytes.Clone(block), block[:10]...))
+}

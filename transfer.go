@@ -49,6 +49,12 @@ type sentError struct {
 func (e *sentError) Error() string { return e.err.Error() }
 func (e *sentError) Unwrap() error { return e.err }
 
+// dupAckInterval is the shortest time between two ACKs of the same block of
+// a lock-step upload: duplicates of a DATA block arriving sooner after an
+// ACK are dropped. It is shorter than any client's retransmission timeout,
+// so a client whose ACK was lost gets it again on its first retransmission.
+const dupAckInterval = 250 * time.Millisecond
+
 // transferLimits bound a transfer's life.
 type transferLimits struct {
 	retries     int
@@ -440,6 +446,7 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 		retries  int
 		nacked   bool
 		dups     int
+		ackedAt  time.Time // when an ACK last went out, for duplicates
 		deadline = time.Now().Add(t.wait(0))
 	)
 	for {
@@ -453,7 +460,8 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 			if err := t.send(t.ctl); err != nil {
 				return err
 			}
-			deadline = time.Now().Add(t.wait(retries))
+			ackedAt = time.Now()
+			deadline = ackedAt.Add(t.wait(retries))
 			continue
 		}
 		if err != nil {
@@ -507,7 +515,8 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 					return err
 				}
 			}
-			deadline = time.Now().Add(t.wait(0))
+			ackedAt = time.Now()
+			deadline = ackedAt.Add(t.wait(0))
 		case delta < 0x8000:
 			// A block ahead of the one expected: something was lost.
 			// Acknowledge the last block in order, once per gap.
@@ -519,13 +528,24 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 				}
 			}
 		default:
-			// An old block: the client missed our ACK. Answer once per
-			// window's worth of duplicates so a resent window gets one ACK.
-			if dups%window == 0 {
+			// An old block: the client missed our ACK, or the network
+			// duplicated its DATA. Answer once per window's worth of
+			// duplicates so a resent window gets one ACK. In lock-step,
+			// ACK a duplicate only when no ACK went out for dupAckInterval:
+			// copies already queued are read and dropped, so a client that
+			// answers every ACK with DATA (the Sorcerer's Apprentice, RFC
+			// 1123 4.2.3.1) is not made to send each block twice, while
+			// one whose ACK was really lost gets it on its retransmission.
+			resend := dups%window == 0
+			if window == 1 {
+				resend = time.Since(ackedAt) >= dupAckInterval
+			}
+			if resend {
 				t.ctl = appendAck(t.ctl[:0], uint16(expected-1))
 				if err := t.send(t.ctl); err != nil {
 					return err
 				}
+				ackedAt = time.Now()
 			}
 			dups++
 		}
