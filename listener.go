@@ -50,6 +50,13 @@ type listener struct {
 	active   map[netip.AddrPort]*activeTransfer
 	perHost  map[netip.Addr]int
 	muxCount int // single-port transfers among active
+
+	// dallies remembers the ends of single-port uploads (see addDally);
+	// dallyCount lets the reader skip the lock when there are none.
+	dallies      map[netip.AddrPort]dallyEntry
+	dallySweepAt int
+	dallyCount   atomic.Int32
+	dallyAck     []byte // used by the reader goroutine only
 }
 
 // claimLimits bound the transfers a listener accepts; zero means no limit.
@@ -199,7 +206,7 @@ func (l *listener) serve(logger *zap.Logger) {
 		if !local.IsValid() {
 			local = l.addr.Addr()
 		}
-		if l.deliverToTransfer(remote, buf[:n]) {
+		if l.deliverToTransfer(remote, buf[:n]) || l.answerDally(remote, buf[:n], local) {
 			continue
 		}
 		l.handoff.Lock()

@@ -289,3 +289,64 @@ func TestReliabilityDuplicateDataAcks(t *testing.T) {
 	p.expectBlock("last DATA", opACK, 2)
 	advGetOK(t, server, "dup", append(bytes.Clone(block), block[:10]...))
 }
+
+// TestReliabilityDally checks the end of an upload, with and without
+// single_port: once the final ACK is sent the upload holds no transfer
+// slot (a new request of a host at max_transfers_per_host 1 is served at
+// once), a retransmission of the last DATA block later than the old one
+// timeout still gets its ACK (five copies get one), and after the dally
+// nothing answers it. The dally is shortened to 1.5 s here; the default,
+// 30 s, is checked to cover atftp's retransmissions at 5, 10 and 15 s.
+func TestReliabilityDally(t *testing.T) {
+	if dallyDuration < 15*time.Second {
+		t.Errorf("default dally %v: a client retransmitting its last DATA 12 s or 15 s after the end would not get its ACK", dallyDuration)
+	}
+	saved := dallyDuration
+	dallyDuration = 1500 * time.Millisecond
+	t.Cleanup(func() { dallyDuration = saved })
+	for _, singlePort := range []bool{false, true} {
+		t.Run(fmt.Sprintf("single_port=%v", singlePort), func(t *testing.T) {
+			extra := []string{"max_transfers_per_host 1"}
+			if singlePort {
+				extra = append(extra, "single_port")
+			}
+			port := advStart(t, extra...)
+			server := loopback4(port)
+			p := advDial(t, false)
+			p.send(server, appendRequest(nil, opWRQ, "up", "octet"))
+			_, tid := p.expectBlock("WRQ", opACK, 0)
+			body := randomBytes(t, defaultBlockSize+20)
+			p.send(tid, advData(1, body[:defaultBlockSize]))
+			p.expectBlock("DATA 1", opACK, 1)
+			last := advData(2, body[defaultBlockSize:])
+			p.send(tid, last)
+			p.expectBlock("last DATA", opACK, 2)
+			end := time.Now()
+
+			// Not counted against the limits while dallying.
+			for deadline := time.Now().Add(time.Second); advActiveOn(port) != 0; {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d transfers still registered after the final ACK", advActiveOn(port))
+				}
+				time.Sleep(10 * time.Millisecond) // polling a bounded deadline
+			}
+			advGetOK(t, server, "up", body)
+
+			// The final ACK was lost; the client retransmits, later than
+			// one timeout (1 s) after the end.
+			time.Sleep(time.Until(end.Add(1200 * time.Millisecond))) // the client's retransmission time
+			for range 5 {
+				p.send(tid, last)
+			}
+			p.expectBlock("last DATA retransmitted 1.2 s after the end", opACK, 2)
+			p.expectSilence("four more copies of the last DATA", 200*time.Millisecond)
+
+			// After the dally, the end of the upload is forgotten.
+			time.Sleep(time.Until(end.Add(dallyDuration + 300*time.Millisecond))) // past the dally
+			p.send(tid, last)
+			if pkt, _, ok := p.recv(advSilence); ok && opcode(pkt) == opACK {
+				t.Errorf("last DATA after the dally got %s", advDescribe(pkt))
+			}
+		})
+	}
+}

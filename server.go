@@ -156,6 +156,7 @@ type Server struct {
 	policy    negotiationPolicy
 	limits    transferLimits
 	claims    claimLimits
+	dally     time.Duration // see dallyDuration
 	metrics   *serverMetrics
 	eventsOn  bool
 	readACL   []netip.Prefix
@@ -255,6 +256,7 @@ func (s *Server) provision(ctx caddy.Context, name string, logger *zap.Logger) e
 		rateWindow:  time.Duration(s.MinTransferRateWindow),
 	}
 	s.claims = claimLimits{total: s.MaxTransfers, perHost: s.MaxTransfersPerHost}
+	s.dally = dallyDuration
 	s.metrics = newServerMetrics(name)
 	// Events are looked up per transfer only when the config has an events
 	// app, which keeps the common case free of that work.
@@ -646,7 +648,15 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 		emitTransferEvent(s.name, t, &req, name, outcome, err)
 	}
 	if req.op == opWRQ && err == nil {
-		t.dally()
+		// The upload is stored; keep answering a client whose final ACK
+		// is lost, without holding the buffers or the transfer's slot.
+		if udp, ok := conn.(*net.UDPConn); ok {
+			startDally(s.transferCtx, udp, peer, t.lastBlock, s.dally)
+			t.conn = nil
+		} else {
+			unregister()
+			l.addDally(remote, local, t.lastBlock, s.dally)
+		}
 	}
 }
 

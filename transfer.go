@@ -73,7 +73,7 @@ type transfer struct {
 	limits transferLimits
 	start  time.Time
 
-	// lastBlock is the final block of a finished write, for dally.
+	// lastBlock is the final block of a finished write, for startDally.
 	lastBlock uint16
 
 	// finishing is raised when the last block has been sent or received.
@@ -125,13 +125,16 @@ func newTransfer(ctx context.Context, conn packetConn, peer netip.AddrPort, para
 	return t
 }
 
-// release returns the buffers to the pool and closes the socket.
+// release returns the buffers to the pool and closes the socket, unless
+// the socket was handed on to answer retransmissions (startDally).
 func (t *transfer) release() {
 	putBuffer(t.pktBuf)
 	putBuffer(t.rBuf)
 	t.batch.release()
 	t.pkt, t.rbuf, t.pktBuf, t.rBuf = nil, nil, nil, nil
-	_ = t.conn.Close()
+	if t.conn != nil { // nil once handed to startDally
+		_ = t.conn.Close()
+	}
 }
 
 // wait returns how long to wait for the peer before the given retry; the
@@ -572,24 +575,6 @@ func (t *transfer) checkDeclaredSize(n int64, last bool) error {
 			fmt.Errorf("%w: received %d bytes, declared %d", errSizeMismatch, got, want))
 	}
 	return nil
-}
-
-// dally answers a client that resends its last DATA block because our final
-// ACK was lost. It runs after the transfer is reported finished, for one
-// timeout period, and sends at most one ACK per retry.
-func (t *transfer) dally() {
-	deadline := time.Now().Add(t.params.timeout)
-	for acks := 0; acks < t.limits.retries; {
-		pkt, err := t.receive(deadline)
-		if err != nil {
-			return
-		}
-		if blk, _, ok := parseBlockPacket(pkt); ok && opcode(pkt) == opDATA && blk == t.lastBlock {
-			t.ctl = appendAck(t.ctl[:0], t.lastBlock)
-			_ = t.send(t.ctl)
-			acks++
-		}
-	}
 }
 
 // unmapAddrPort turns an IPv4-mapped IPv6 address into plain IPv4.
