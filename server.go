@@ -95,9 +95,12 @@ type Server struct {
 	AllowRead []string `json:"allow_read,omitempty"`
 
 	// AllowWrite lists the client addresses that may write files, in the
-	// same forms as AllowRead; use it to limit uploads to a management
-	// network while reads stay open. Default: empty, which allows every
-	// address (unless ReadOnly is set).
+	// same forms as AllowRead; others get TFTP error 2. Uploads can replace
+	// boot files, so they are closed to the network unless opened here:
+	// name a management network, "private_ranges", or "0.0.0.0/0" and
+	// "::/0" for every address. A server that accepts uploads from beyond
+	// loopback logs that once when it starts. Default: empty, which allows
+	// only loopback addresses (127.0.0.0/8 and ::1).
 	AllowWrite []string `json:"allow_write,omitempty"`
 
 	// Root is a path prefix inside the store that this server's names are
@@ -220,6 +223,9 @@ func (s *Server) provision(ctx caddy.Context, name string, logger *zap.Logger) e
 	if s.writeACL, err = parseACL(s.AllowWrite); err != nil {
 		return fmt.Errorf("allow_write: %w", err)
 	}
+	if len(s.writeACL) == 0 {
+		s.writeACL = loopbackPrefixes
+	}
 	if s.Root != "" {
 		if s.Root, err = cleanName(s.Root); err != nil {
 			return fmt.Errorf("root %q: %w", s.Root, err)
@@ -299,6 +305,10 @@ func (s *Server) start() error {
 		s.listeners = append(s.listeners, l)
 		s.previous = append(s.previous, l.setHandler(s))
 		s.logger.Info("serving TFTP", zap.String("listen", l.addr.String()), zap.String("store", s.Store))
+	}
+	if !s.ReadOnly && !onlyLoopback(s.writeACL) {
+		s.logger.Warn("uploads accepted from beyond loopback: clients in allow_write can replace any file of the store",
+			zap.Strings("allow_write", s.AllowWrite), zap.String("store", s.Store))
 	}
 	return nil
 }
@@ -847,6 +857,26 @@ func (rw *Rewrite) apply(name string, repl *caddy.Replacer) (string, bool) {
 	// never from the requested name, so expanding them first is safe.
 	tmpl := repl.ReplaceKnown(rw.Replace, "")
 	return string(rw.re.ExpandString(nil, tmpl, name, m)), true
+}
+
+// loopbackPrefixes are the addresses that may upload when allow_write is
+// not set.
+var loopbackPrefixes = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// onlyLoopback reports whether every prefix lies within a loopback range.
+func onlyLoopback(acl []netip.Prefix) bool {
+	for _, p := range acl {
+		inside := false
+		for _, lo := range loopbackPrefixes {
+			if p.Bits() >= lo.Bits() && lo.Contains(p.Addr()) {
+				inside = true
+			}
+		}
+		if !inside {
+			return false
+		}
+	}
+	return true
 }
 
 // linkLocalRanges are added to Caddy's private ranges: PXE clients on a
