@@ -96,6 +96,9 @@ func releaseListener(l *listener) {
 }
 
 func openListener(ctx caddy.Context, na caddy.NetworkAddress, key string, logger *zap.Logger) (*listener, error) {
+	if err := checkAddressFree(na); err != nil {
+		return nil, err
+	}
 	ln, err := na.Listen(ctx, 0, net.ListenConfig{})
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", na, err)
@@ -123,6 +126,7 @@ func openListener(ctx caddy.Context, na caddy.NetworkAddress, key string, logger
 		active:  make(map[netip.AddrPort]*activeTransfer),
 		perHost: make(map[netip.Addr]int),
 	}
+	ownPorts.add(l.addr.Port(), 1)
 	go l.serve(logger.With(zap.String("listen", l.addr.String())))
 	return l, nil
 }
@@ -145,6 +149,7 @@ func unwrapUDPConn(pc net.PacketConn) *net.UDPConn {
 func (l *listener) Destruct() error {
 	err := l.pc.Close()
 	<-l.done
+	ownPorts.add(l.addr.Port(), -1)
 	return err
 }
 
