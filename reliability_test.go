@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -349,4 +350,62 @@ func TestReliabilityDally(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReliabilityRetransmitSchedule measures the lock-step backoff from
+// outside, with timeout 50ms: to a silent client the first DATA is sent
+// again after 1, 2, 4, 8 and 16 timeouts, and the transfer ends silently
+// 16 timeouts after the last copy (47 timeouts in all). The README states
+// the same schedule for the default timeout of 1 s.
+func TestReliabilityRetransmitSchedule(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(readme)), " ")
+	for _, want := range []string{"after 1, 2, 4, 8 and 16 s", "at 1, 3, 7, 15 and 31 s", "ends at 47 s"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("README does not state the retransmission schedule %q", want)
+		}
+	}
+	const unit = 50 * time.Millisecond
+	port := advStart(t, "timeout 50ms", "retries 5")
+	server := loopback4(port)
+	advPut(t, server, "f", randomBytes(t, 2000))
+	p := advDial(t, false)
+	start := time.Now()
+	p.send(server, appendRequest(nil, opRRQ, "f", "octet"))
+	var at []time.Duration
+	for len(at) < 6 {
+		pkt, _, ok := p.recv(40 * unit)
+		if !ok {
+			break
+		}
+		if blk, _, _ := parseBlockPacket(pkt); opcode(pkt) != opDATA || blk != 1 {
+			t.Fatalf("got %s, want DATA 1", advDescribe(pkt))
+		}
+		at = append(at, time.Since(start))
+	}
+	want := []int{1, 2, 4, 8, 16}
+	if len(at) != len(want)+1 {
+		t.Fatalf("DATA 1 sent %d times at %v, want %d times", len(at), at, len(want)+1)
+	}
+	lastCopy := at[len(at)-1]
+	for i, w := range want {
+		gap := at[i+1] - at[i]
+		if lo, hi := time.Duration(w)*unit*9/10, time.Duration(w)*unit+150*time.Millisecond; gap < lo || gap > hi {
+			t.Errorf("wait before copy %d: %v, want about %v (sent at %v)", i+2, gap, time.Duration(w)*unit, at)
+		}
+	}
+	for deadline := time.Now().Add(40 * unit); advActiveOn(port) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("transfer still registered 40 timeouts after its last copy")
+		}
+		time.Sleep(5 * time.Millisecond) // polling a bounded deadline
+	}
+	ended := time.Since(start) - lastCopy
+	if lo, hi := 16*unit*9/10, 16*unit+200*time.Millisecond; ended < lo || ended > hi {
+		t.Errorf("transfer ended %v after its last copy, want about %v", ended, 16*unit)
+	}
+	p.expectSilence("after the transfer was abandoned", advSilence)
 }

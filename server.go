@@ -63,8 +63,10 @@ type Server struct {
 	NoOverwrite bool `json:"no_overwrite,omitempty"`
 
 	// Timeout is how long to wait for the client before retransmitting;
-	// each retry doubles the wait. A client may ask for another value with
-	// the RFC 2349 timeout option. Default: 1s.
+	// each retransmission doubles the wait, up to 16 times Timeout. With
+	// the defaults a silent client is sent a packet again after 1, 2, 4, 8
+	// and 16 s and the transfer ends 16 s after that, at 47 s. A client may
+	// ask for another value with the RFC 2349 timeout option. Default: 1s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// Retries is how many times a packet is retransmitted before the

@@ -137,10 +137,15 @@ func (t *transfer) release() {
 	}
 }
 
-// wait returns how long to wait for the peer before the given retry; the
-// wait doubles each time so a silent peer gets few packets.
+// maxBackoffShift caps the doubling of the wait: it grows from the timeout
+// to 16 times the timeout and stays there.
+const maxBackoffShift = 4
+
+// wait returns how long to wait for the peer after the given number of
+// retransmissions; the wait doubles each time, up to 16 times the timeout,
+// so a silent peer gets few packets.
 func (t *transfer) wait(retry int) time.Duration {
-	return t.params.timeout << min(retry, 4)
+	return t.params.timeout << min(retry, maxBackoffShift)
 }
 
 func (t *transfer) send(b []byte) error {
