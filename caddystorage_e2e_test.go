@@ -214,12 +214,7 @@ func TestStorageStoreTwoInstances(t *testing.T) {
 // temporary directory.
 func ssBuildDevCaddy(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "caddy")
-	out, err := exec.Command("go", "build", "-o", bin, "./cmd/caddy").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build ./cmd/caddy: %v\n%s", err, out)
-	}
-	return bin
+	return relBuildCaddy(t) // one build per test run, shared with the other process tests
 }
 
 // ssCaddyProcess is one Caddy instance run from the dev binary.

@@ -18,6 +18,7 @@ import (
 // address, and the first keeps serving. (Reloads inside one process, which
 // hand the socket over, are covered by the TestReload tests.)
 func TestReliabilityPortClash(t *testing.T) {
+	t.Parallel() // a real process, not the in-process Caddy
 	bin := relBuildCaddy(t)
 	dir := t.TempDir()
 	port := freePort(t)

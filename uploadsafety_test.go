@@ -38,6 +38,7 @@ echo "--- log"; cat "$config.log"
 // not in the list, is refused) and the server logs, once, that it accepts
 // uploads from beyond loopback.
 func TestReliabilityUploadsClosedToNetwork(t *testing.T) {
+	t.Parallel() // a real process, not the in-process Caddy
 	requireClient(t, curlBin)
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Fatalf("unshare (util-linux) is needed to create a network namespace: %v", err)
