@@ -754,6 +754,8 @@ func (s *Server) finishTransfer(t *transfer, req *request, name string, err erro
 		outcome = "timeout"
 	case errors.Is(err, errEvicted):
 		outcome = "evicted"
+	case errors.Is(err, errSizeMismatch):
+		outcome = "error" // the client's fault: not logged as a server error
 	case errors.Is(err, errStopping):
 		outcome = "stopped"
 	case se != nil:
