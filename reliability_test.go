@@ -141,23 +141,25 @@ func relDropped(t testing.TB, reason string) float64 {
 
 // TestReliabilityEviction reproduces a device that crashed and rebooted in
 // a loop: 200 reads and 50 writes abandoned mid-transfer from one address,
-// with the default limits. The next fresh reads from that address must be
+// with the default limits (and a 200 ms timeout to keep the test short:
+// the abandoned transfers would hold their slots for 9.4 s). The next fresh reads from that address must be
 // served within a few of the client's retries (each evicting the host's
 // longest-stalled transfer), while a slow transfer of the same host that
 // keeps making progress is never evicted. A request over the limit when
 // nothing of the host is stalled stays unanswered and is counted as
 // limit_host.
 func TestReliabilityEviction(t *testing.T) {
-	port := advStart(t)
+	port := advStart(t, "timeout 200ms")
 	server := loopback4(port)
 	data := randomBytes(t, 1500)
 	advPut(t, server, "kernel", data)
-	slowData := randomBytes(t, 40*defaultBlockSize+7)
+	slowData := randomBytes(t, 30*defaultBlockSize+7)
 	advPut(t, server, "slow", slowData)
 
-	// A slow but live reader: it ACKs each block 100 ms after it arrives,
-	// well within the server's 1 s timeout, so it never stalls; it holds
-	// its slot for about 4 s, longer than the fresh reads below may wait.
+	// A slow but live reader: it ACKs each block 50 ms after it arrives,
+	// well within the server's 200 ms timeout, so it never stalls; it
+	// holds its slot for about 1.5 s, longer than the fresh reads below
+	// may wait.
 	slow := advDial(t, false)
 	slow.send(server, appendRequest(nil, opRRQ, "slow", "octet"))
 	first, slowTID := slow.expectBlock("slow reader", opDATA, 1)
@@ -173,7 +175,7 @@ func TestReliabilityEviction(t *testing.T) {
 			if int(blk) == len(got)/defaultBlockSize+1 {
 				got = append(got, payload...)
 			}
-			time.Sleep(100 * time.Millisecond) // the client's pace, not synchronisation
+			time.Sleep(50 * time.Millisecond) // the client's pace, not synchronisation
 			_, _ = slow.conn.WriteToUDPAddrPort(appendAck(nil, blk), slowTID)
 			if len(payload) < defaultBlockSize {
 				break
@@ -218,17 +220,17 @@ func TestReliabilityEviction(t *testing.T) {
 		t.Errorf("requests_dropped_total{reason=limit_host} grew by %v, want at least 1", got)
 	}
 
-	// Five fresh reads, each retrying every 250 ms as a client would,
-	// must all be served within 2.5 s: the abandoned transfers stall after
-	// the first 1 s timeout and would otherwise hold the host's slots for
-	// about 47 s.
+	// Five fresh reads, each retrying every 100 ms as a client would,
+	// must each be served within 0.6 s: the abandoned transfers stall after
+	// the first 200 ms timeout and would otherwise hold the host's slots
+	// until their retries run out.
 	start := time.Now()
 	for i := range 5 {
 		p := advDial(t, false)
 		var served bool
-		for try := 0; try < 10 && !served; try++ {
+		for try := 0; try < 6 && !served; try++ {
 			p.send(server, appendRequest(nil, opRRQ, "kernel", "octet"))
-			pkt, tid, ok := p.recv(250 * time.Millisecond)
+			pkt, tid, ok := p.recv(100 * time.Millisecond)
 			if !ok {
 				continue
 			}
@@ -241,7 +243,7 @@ func TestReliabilityEviction(t *testing.T) {
 			served = true
 		}
 		if !served {
-			t.Fatalf("fresh read %d from a host whose abandoned transfers fill max_transfers_per_host got no answer within 2.5 s", i)
+			t.Fatalf("fresh read %d from a host whose abandoned transfers fill max_transfers_per_host got no answer within 0.6 s", i)
 		}
 	}
 	t.Logf("5 fresh reads served %v after the abandoned ones", time.Since(start).Round(time.Millisecond))
@@ -295,19 +297,20 @@ func TestReliabilityDuplicateDataAcks(t *testing.T) {
 // single_port: once the final ACK is sent the upload holds no transfer
 // slot (a new request of a host at max_transfers_per_host 1 is served at
 // once), a retransmission of the last DATA block later than the old one
-// timeout still gets its ACK (five copies get one), and after the dally
-// nothing answers it. The dally is shortened to 1.5 s here; the default,
-// 30 s, is checked to cover atftp's retransmissions at 5, 10 and 15 s.
+// timeout (200 ms here) still gets its ACK (five copies get one), and after
+// the dally nothing answers it. The dally is shortened to 700 ms here; the
+// default, 30 s, is checked to cover atftp's retransmissions at 5, 10 and
+// 15 s.
 func TestReliabilityDally(t *testing.T) {
 	if dallyDuration < 15*time.Second {
 		t.Errorf("default dally %v: a client retransmitting its last DATA 12 s or 15 s after the end would not get its ACK", dallyDuration)
 	}
 	saved := dallyDuration
-	dallyDuration = 1500 * time.Millisecond
+	dallyDuration = 700 * time.Millisecond
 	t.Cleanup(func() { dallyDuration = saved })
 	for _, singlePort := range []bool{false, true} {
 		t.Run(fmt.Sprintf("single_port=%v", singlePort), func(t *testing.T) {
-			extra := []string{"max_transfers_per_host 1"}
+			extra := []string{"max_transfers_per_host 1", "timeout 200ms"}
 			if singlePort {
 				extra = append(extra, "single_port")
 			}
@@ -325,7 +328,7 @@ func TestReliabilityDally(t *testing.T) {
 			end := time.Now()
 
 			// Not counted against the limits while dallying.
-			for deadline := time.Now().Add(time.Second); advActiveOn(port) != 0; {
+			for deadline := time.Now().Add(150 * time.Millisecond); advActiveOn(port) != 0; {
 				if time.Now().After(deadline) {
 					t.Fatalf("%d transfers still registered after the final ACK", advActiveOn(port))
 				}
@@ -334,16 +337,16 @@ func TestReliabilityDally(t *testing.T) {
 			advGetOK(t, server, "up", body)
 
 			// The final ACK was lost; the client retransmits, later than
-			// one timeout (1 s) after the end.
-			time.Sleep(time.Until(end.Add(1200 * time.Millisecond))) // the client's retransmission time
+			// one timeout (200 ms) after the end.
+			time.Sleep(time.Until(end.Add(400 * time.Millisecond))) // the client's retransmission time
 			for range 5 {
 				p.send(tid, last)
 			}
-			p.expectBlock("last DATA retransmitted 1.2 s after the end", opACK, 2)
-			p.expectSilence("four more copies of the last DATA", 200*time.Millisecond)
+			p.expectBlock("last DATA retransmitted 400 ms after the end", opACK, 2)
+			p.expectSilence("four more copies of the last DATA", 150*time.Millisecond)
 
 			// After the dally, the end of the upload is forgotten.
-			time.Sleep(time.Until(end.Add(dallyDuration + 300*time.Millisecond))) // past the dally
+			time.Sleep(time.Until(end.Add(dallyDuration + 200*time.Millisecond))) // past the dally
 			p.send(tid, last)
 			if pkt, _, ok := p.recv(advSilence); ok && opcode(pkt) == opACK {
 				t.Errorf("last DATA after the dally got %s", advDescribe(pkt))
@@ -353,7 +356,7 @@ func TestReliabilityDally(t *testing.T) {
 }
 
 // TestReliabilityRetransmitSchedule measures the lock-step backoff from
-// outside, with timeout 50ms: to a silent client the first DATA is sent
+// outside, with timeout 30ms: to a silent client the first DATA is sent
 // again after 1, 2, 4, 8 and 16 timeouts, and the transfer ends silently
 // 16 timeouts after the last copy (47 timeouts in all). The README states
 // the same schedule for the default timeout of 1 s.
@@ -368,8 +371,8 @@ func TestReliabilityRetransmitSchedule(t *testing.T) {
 			t.Errorf("README does not state the retransmission schedule %q", want)
 		}
 	}
-	const unit = 50 * time.Millisecond
-	port := advStart(t, "timeout 50ms", "retries 5")
+	const unit = 30 * time.Millisecond
+	port := advStart(t, "timeout 30ms", "retries 5")
 	server := loopback4(port)
 	advPut(t, server, "f", randomBytes(t, 2000))
 	p := advDial(t, false)
