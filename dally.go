@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,6 +16,15 @@ import (
 // Servers read it when they are provisioned.
 var dallyDuration = 30 * time.Second
 
+// maxDallies bounds the uploads that dally at once in the process (and, in
+// single-port mode, on each listener), so a storm of short uploads cannot
+// pile up sockets: past it, an upload ends without dallying, as it would
+// with most servers.
+const maxDallies = 4096
+
+// dallying counts the sockets held by startDally.
+var dallying atomic.Int64
+
 // startDally answers, for d, retransmissions of the last DATA
 // block of a finished upload on its own socket, then closes the socket. It
 // keeps only the socket and a small goroutine; the transfer's buffers and
@@ -22,8 +32,14 @@ var dallyDuration = 30 * time.Second
 // dupAckInterval. It ends early when ctx (the transfers' context of the
 // server) ends.
 func startDally(ctx context.Context, conn *net.UDPConn, peer netip.AddrPort, block uint16, d time.Duration) {
+	if dallying.Add(1) > maxDallies {
+		dallying.Add(-1)
+		_ = conn.Close()
+		return
+	}
 	until := time.Now().Add(d)
 	go func() {
+		defer dallying.Add(-1)
 		defer conn.Close()
 		_ = conn.SetReadDeadline(until)
 		stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
@@ -62,7 +78,7 @@ type dallyEntry struct {
 
 // addDally remembers the end of a single-port upload for d.
 // Expired entries are swept when the table has doubled since the last
-// sweep, so the cost per upload stays constant.
+// sweep (or is full), so the cost per upload stays constant.
 func (l *listener) addDally(remote netip.AddrPort, local netip.Addr, block uint16, d time.Duration) {
 	now := time.Now()
 	l.mu.Lock()
@@ -70,13 +86,16 @@ func (l *listener) addDally(remote netip.AddrPort, local netip.Addr, block uint1
 	if l.dallies == nil {
 		l.dallies = make(map[netip.AddrPort]dallyEntry)
 	}
-	if len(l.dallies) >= l.dallySweepAt {
+	if len(l.dallies) >= min(l.dallySweepAt, maxDallies) {
 		for k, e := range l.dallies {
 			if now.After(e.until) {
 				delete(l.dallies, k)
 			}
 		}
 		l.dallySweepAt = max(64, 2*len(l.dallies))
+	}
+	if len(l.dallies) >= maxDallies {
+		return
 	}
 	l.dallies[remote] = dallyEntry{block: block, local: local, until: now.Add(d)}
 	l.dallyCount.Store(int32(len(l.dallies)))
