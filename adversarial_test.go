@@ -454,8 +454,9 @@ func advNames(t *testing.T) {
 	advPut(t, server, longName, long)
 	p := advDial(t, false)
 
-	// Refused names: ERROR 2 for climbing out, ERROR 4 for malformed
-	// requests; the message never repeats the name.
+	// Refused names: ERROR 2 for climbing out, ERROR 0 for names over the
+	// length limit, ERROR 4 for malformed requests; the message never
+	// repeats the name.
 	refused := []struct {
 		op   uint16
 		name string
@@ -471,8 +472,8 @@ func advNames(t *testing.T) {
 		{opWRQ, "../evil", ErrCodeAccessViolated},
 		{opWRQ, `..\evil`, ErrCodeAccessViolated},
 		{opWRQ, "dir/../../evil", ErrCodeAccessViolated},
-		{opRRQ, strings.Repeat("n", maxNameLen+1), ErrCodeIllegalOp},
-		{opWRQ, strings.Repeat("w", maxNameLen+1), ErrCodeIllegalOp},
+		{opRRQ, strings.Repeat("n", maxNameLen+1), ErrCodeUndefined},
+		{opWRQ, strings.Repeat("w", maxNameLen+1), ErrCodeUndefined},
 		{opRRQ, "/etc/passwd", ErrCodeFileNotFound},
 		{opRRQ, "secret-token-zq7", ErrCodeFileNotFound},
 		{opRRQ, "%s%n%x%v", ErrCodeFileNotFound},
@@ -1263,6 +1264,12 @@ func advAbandoned(t *testing.T) {
 	}
 	closeClients()
 	advAwaitBaseline(t, "after 200 abandoned reads and 50 abandoned writes", baseG, baseFD, heapBase, 4<<20, 10*time.Second)
+	// The baseline allows a few goroutines of slack, so on a loaded
+	// machine the last abandoned transfers may still be running out their
+	// retries; give them a bounded while to unregister.
+	for deadline := time.Now().Add(5 * time.Second); advActiveOn(port) != 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond) // polling a bounded deadline
+	}
 	if n := advActiveOn(port); n != 0 {
 		t.Errorf("%d transfers still registered on the listener", n)
 	}

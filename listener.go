@@ -50,6 +50,13 @@ type listener struct {
 	active   map[netip.AddrPort]*activeTransfer
 	perHost  map[netip.Addr]int
 	muxCount int // single-port transfers among active
+
+	// dallies remembers the ends of single-port uploads (see addDally);
+	// dallyCount lets the reader skip the lock when there are none.
+	dallies      map[netip.AddrPort]dallyEntry
+	dallySweepAt int
+	dallyCount   atomic.Int32
+	dallyAck     []byte // used by the reader goroutine only
 }
 
 // claimLimits bound the transfers a listener accepts; zero means no limit.
@@ -89,6 +96,9 @@ func releaseListener(l *listener) {
 }
 
 func openListener(ctx caddy.Context, na caddy.NetworkAddress, key string, logger *zap.Logger) (*listener, error) {
+	if err := checkAddressFree(na); err != nil {
+		return nil, err
+	}
 	ln, err := na.Listen(ctx, 0, net.ListenConfig{})
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", na, err)
@@ -116,6 +126,7 @@ func openListener(ctx caddy.Context, na caddy.NetworkAddress, key string, logger
 		active:  make(map[netip.AddrPort]*activeTransfer),
 		perHost: make(map[netip.Addr]int),
 	}
+	ownPorts.add(l.addr.Port(), 1)
 	go l.serve(logger.With(zap.String("listen", l.addr.String())))
 	return l, nil
 }
@@ -138,6 +149,7 @@ func unwrapUDPConn(pc net.PacketConn) *net.UDPConn {
 func (l *listener) Destruct() error {
 	err := l.pc.Close()
 	<-l.done
+	ownPorts.add(l.addr.Port(), -1)
 	return err
 }
 
@@ -199,7 +211,7 @@ func (l *listener) serve(logger *zap.Logger) {
 		if !local.IsValid() {
 			local = l.addr.Addr()
 		}
-		if l.deliverToTransfer(remote, buf[:n]) {
+		if l.deliverToTransfer(remote, buf[:n]) || l.answerDally(remote, buf[:n], local) {
 			continue
 		}
 		l.handoff.Lock()
@@ -245,7 +257,10 @@ func (l *listener) reply(b []byte, remote netip.AddrPort, local netip.Addr) {
 }
 
 // claim registers a transfer for its client address, within the limits.
-func (l *listener) claim(at *activeTransfer, limits claimLimits) claimResult {
+// When the host is at its per-host limit, its longest-stalled transfer (the
+// one that has waited on a retransmission the longest) gives up its slot
+// and is returned as victim; a transfer making progress never does.
+func (l *listener) claim(at *activeTransfer, limits claimLimits) (result claimResult, victim *activeTransfer) {
 	host := at.remote.Addr().Unmap()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -255,22 +270,49 @@ func (l *listener) claim(at *activeTransfer, limits claimLimits) claimResult {
 		// starting a new one from a reused port, so the old transfer
 		// gives up the address.
 		if !prev.finished.Load() && !prev.finishing.Load() {
-			return claimDuplicate
+			return claimDuplicate, nil
 		}
 		l.removeLocked(prev)
 	}
 	if limits.total > 0 && len(l.active) >= limits.total {
-		return claimOverTotal
+		return claimOverTotal, nil
 	}
 	if limits.perHost > 0 && l.perHost[host] >= limits.perHost {
-		return claimOverHost
+		if victim = l.longestStalledLocked(host); victim == nil {
+			return claimOverHost, nil
+		}
+		l.removeLocked(victim)
+		victim.xfer.Load().evict()
 	}
 	l.active[at.remote] = at
 	l.perHost[host]++
 	if at.inbox != nil {
 		l.muxCount++
 	}
-	return claimed
+	return claimed, victim
+}
+
+// longestStalledLocked returns the transfer of host that has waited on a
+// retransmission the longest, or nil if none is waiting. It runs only when
+// a host is at its limit, so the scan costs nothing in the common case.
+func (l *listener) longestStalledLocked(host netip.Addr) *activeTransfer {
+	var (
+		victim *activeTransfer
+		oldest int64
+	)
+	for _, at := range l.active {
+		if at.remote.Addr().Unmap() != host || at.finishing.Load() || at.finished.Load() {
+			continue
+		}
+		t := at.xfer.Load()
+		if t == nil {
+			continue
+		}
+		if since := t.stalledSince.Load(); since != 0 && (victim == nil || since < oldest) {
+			victim, oldest = at, since
+		}
+	}
+	return victim
 }
 
 // unclaim ends what claim started.

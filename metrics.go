@@ -38,7 +38,7 @@ var (
 	}, []string{"code"})
 	metricRequestsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "tftp", Name: "requests_dropped_total",
-		Help: "Requests left unanswered: duplicates of a running transfer, or over a concurrency limit.",
+		Help: "Requests left unanswered, by reason: duplicate (of a running transfer), limit_total (over max_transfers) or limit_host (over max_transfers_per_host with no stalled transfer of the host to evict).",
 	}, []string{"server", "reason"})
 	metricOptions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "tftp", Name: "options_negotiated_total",

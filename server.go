@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -62,8 +63,10 @@ type Server struct {
 	NoOverwrite bool `json:"no_overwrite,omitempty"`
 
 	// Timeout is how long to wait for the client before retransmitting;
-	// each retry doubles the wait. A client may ask for another value with
-	// the RFC 2349 timeout option. Default: 1s.
+	// each retransmission doubles the wait, up to 16 times Timeout. With
+	// the defaults a silent client is sent a packet again after 1, 2, 4, 8
+	// and 16 s and the transfer ends 16 s after that, at 47 s. A client may
+	// ask for another value with the RFC 2349 timeout option. Default: 1s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// Retries is how many times a packet is retransmitted before the
@@ -95,9 +98,12 @@ type Server struct {
 	AllowRead []string `json:"allow_read,omitempty"`
 
 	// AllowWrite lists the client addresses that may write files, in the
-	// same forms as AllowRead; use it to limit uploads to a management
-	// network while reads stay open. Default: empty, which allows every
-	// address (unless ReadOnly is set).
+	// same forms as AllowRead; others get TFTP error 2. Uploads can replace
+	// boot files, so they are closed to the network unless opened here:
+	// name a management network, "private_ranges", or "0.0.0.0/0" and
+	// "::/0" for every address. A server that accepts uploads from beyond
+	// loopback logs that once when it starts. Default: empty, which allows
+	// only loopback addresses (127.0.0.0/8 and ::1).
 	AllowWrite []string `json:"allow_write,omitempty"`
 
 	// Root is a path prefix inside the store that this server's names are
@@ -124,9 +130,13 @@ type Server struct {
 	MaxTransfers int `json:"max_transfers,omitempty"`
 
 	// MaxTransfersPerHost is how many transfers one client IP address may
-	// run at once on each listen address; requests over it are left
-	// unanswered like those over MaxTransfers. -1 means no limit.
-	// Default: 128.
+	// run at once on each listen address. A request over it evicts the
+	// host's longest-stalled transfer (the one that has waited on a
+	// retransmission the longest; never one making progress), so a device
+	// that crashed and rebooted in a loop is not locked out by its own
+	// abandoned transfers. When none of the host's transfers is stalled,
+	// the request is left unanswered like those over MaxTransfers. -1
+	// means no limit. Default: 128.
 	MaxTransfersPerHost int `json:"max_transfers_per_host,omitempty"`
 
 	// MaxTransferDuration ends any transfer that runs longer, with TFTP
@@ -153,6 +163,7 @@ type Server struct {
 	policy    negotiationPolicy
 	limits    transferLimits
 	claims    claimLimits
+	dally     time.Duration // see dallyDuration
 	metrics   *serverMetrics
 	eventsOn  bool
 	readACL   []netip.Prefix
@@ -216,6 +227,9 @@ func (s *Server) provision(ctx caddy.Context, name string, logger *zap.Logger) e
 	if s.writeACL, err = parseACL(s.AllowWrite); err != nil {
 		return fmt.Errorf("allow_write: %w", err)
 	}
+	if len(s.writeACL) == 0 {
+		s.writeACL = loopbackPrefixes
+	}
 	if s.Root != "" {
 		if s.Root, err = cleanName(s.Root); err != nil {
 			return fmt.Errorf("root %q: %w", s.Root, err)
@@ -253,6 +267,7 @@ func (s *Server) provision(ctx caddy.Context, name string, logger *zap.Logger) e
 		rateWindow:  time.Duration(s.MinTransferRateWindow),
 	}
 	s.claims = claimLimits{total: max(s.MaxTransfers, 0), perHost: max(s.MaxTransfersPerHost, 0)}
+	s.dally = dallyDuration
 	s.metrics = newServerMetrics(name)
 	// Events are looked up per transfer only when the config has an events
 	// app, which keeps the common case free of that work.
@@ -299,6 +314,10 @@ func (s *Server) start() error {
 		s.listeners = append(s.listeners, l)
 		s.previous = append(s.previous, l.setHandler(s))
 		s.logger.Info("serving TFTP", zap.String("listen", l.addr.String()), zap.String("store", s.Store))
+	}
+	if !s.ReadOnly && !onlyLoopback(s.writeACL) {
+		s.logger.Warn("uploads accepted from beyond loopback: clients in allow_write can replace any file of the store",
+			zap.Strings("allow_write", s.AllowWrite), zap.String("store", s.Store))
 	}
 	return nil
 }
@@ -390,22 +409,39 @@ func (s *Server) handleRequest(l *listener, pkt []byte, remote netip.AddrPort, l
 	if s.SinglePort {
 		at.inbox = newMuxConn(l, remote, local)
 	}
-	switch l.claim(at, s.claims) {
+	result, victim := l.claim(at, s.claims)
+	switch result {
 	case claimed:
+		if victim != nil {
+			if c := s.logger.Check(zapcore.InfoLevel, "host at max_transfers_per_host: its longest-stalled transfer evicted for a new request"); c != nil {
+				c.Write(zap.Stringer("remote", unmapAddrPort(remote)), zap.String("file", name),
+					zap.Stringer("evicted_remote", unmapAddrPort(victim.remote)), zap.String("evicted_file", victim.file))
+			}
+		}
 	case claimDuplicate:
 		// The client repeated its request while the transfer it asked for
 		// is running; that transfer answers it.
 		metricRequestsDropped.WithLabelValues(s.name, "duplicate").Inc()
 		return
-	default:
-		metricRequestsDropped.WithLabelValues(s.name, "limit").Inc()
-		if c := s.logger.Check(zapcore.DebugLevel, "request over the concurrency limit left unanswered"); c != nil {
-			c.Write(zap.Stringer("remote", unmapAddrPort(remote)), zap.String("file", name))
-		}
+	case claimOverTotal:
+		s.dropOverLimit("limit_total", "request over max_transfers left unanswered", remote, name)
+		return
+	case claimOverHost:
+		s.dropOverLimit("limit_host", "request over max_transfers_per_host left unanswered: no transfer of the host is stalled", remote, name)
 		return
 	}
 	s.transfers.Add(1)
 	go s.runTransfer(l, at, req, netascii, local)
+}
+
+// dropOverLimit counts and logs a request left unanswered, by design, for
+// being over a limit: the client retries after its own timeout. The metric
+// reason and the log line name the limit.
+func (s *Server) dropOverLimit(reason, msg string, remote netip.AddrPort, name string) {
+	metricRequestsDropped.WithLabelValues(s.name, reason).Inc()
+	if c := s.logger.Check(zapcore.DebugLevel, msg); c != nil {
+		c.Write(zap.Stringer("remote", unmapAddrPort(remote)), zap.String("file", name), zap.String("limit", reason))
+	}
 }
 
 // allowed applies the address lists to a read or write.
@@ -461,12 +497,60 @@ func (s *Server) refuseMalformed(l *listener, pkt []byte, remote netip.AddrPort,
 	case opDATA, opACK, opOACK:
 		// A packet of a transfer that does not exist (or has ended).
 		code, msg = ErrCodeUnknownTID, "unknown transfer ID"
+	case opRRQ, opWRQ:
+		if errors.Is(err, errNameTooLong) || errors.Is(err, errRequestLong) {
+			code, msg = refuseLongName(pkt[2:])
+		}
 	}
 	if c := s.logger.Check(zapcore.DebugLevel, "malformed request"); c != nil {
 		c.Write(zap.Stringer("remote", unmapAddrPort(remote)), zap.Error(err))
 	}
 	countErrorSent(code)
 	l.reply(appendError(nil, code, msg), remote, local)
+}
+
+// refuseLongName answers a request whose name is over the length limit like
+// any other name that cannot be served: ERROR 2 when the part received
+// climbs above the root, otherwise ERROR 0 saying the name is too long. A
+// long request whose name is short is malformed: ERROR 4.
+func refuseLongName(body []byte) (ErrorCode, string) {
+	name := body
+	if i := bytes.IndexByte(body, 0); i >= 0 {
+		name = body[:i]
+	}
+	if len(name) <= maxNameLen {
+		return ErrCodeIllegalOp, "illegal TFTP operation"
+	}
+	if climbsAboveRoot(name) {
+		return ErrCodeAccessViolated, "access violation"
+	}
+	return ErrCodeUndefined, "file name too long"
+}
+
+// climbsAboveRoot reports whether a name's ".." segments ever climb above
+// the root, the way cleanName would refuse it.
+func climbsAboveRoot(name []byte) bool {
+	depth := 0
+	for len(name) > 0 {
+		i := bytes.IndexAny(name, `/\`)
+		seg := name
+		if i >= 0 {
+			seg, name = name[:i], name[i+1:]
+		} else {
+			name = nil
+		}
+		switch string(seg) {
+		case "", ".":
+		case "..":
+			if depth == 0 {
+				return true
+			}
+			depth--
+		default:
+			depth++
+		}
+	}
+	return false
 }
 
 // refuse answers a request the policy rejects, from the listening socket.
@@ -585,7 +669,15 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 		emitTransferEvent(s.name, t, &req, name, outcome, err)
 	}
 	if req.op == opWRQ && err == nil {
-		t.dally()
+		// The upload is stored; keep answering a client whose final ACK
+		// is lost, without holding the buffers or the transfer's slot.
+		if udp, ok := conn.(*net.UDPConn); ok {
+			startDally(s.transferCtx, udp, peer, t.lastBlock, s.dally)
+			t.conn = nil
+		} else {
+			unregister()
+			l.addDally(remote, local, t.lastBlock, s.dally)
+		}
 	}
 }
 
@@ -667,8 +759,12 @@ func (s *Server) finishTransfer(t *transfer, req *request, name string, err erro
 		outcome, level = "options_declined", zapcore.DebugLevel
 	case errors.As(err, &pe):
 		outcome, code = "client_error", pe.code
-	case errors.Is(err, errTimedOut), errors.Is(err, errTooSlow):
+	case errors.Is(err, errTimedOut), errors.Is(err, errTooSlow), errors.Is(err, errTooLong):
 		outcome = "timeout"
+	case errors.Is(err, errEvicted):
+		outcome = "evicted"
+	case errors.Is(err, errSizeMismatch):
+		outcome = "error" // the client's fault: not logged as a server error
 	case errors.Is(err, errStopping):
 		outcome = "stopped"
 	case se != nil:
@@ -775,6 +871,26 @@ func (rw *Rewrite) apply(name string, repl *caddy.Replacer) (string, bool) {
 	// never from the requested name, so expanding them first is safe.
 	tmpl := repl.ReplaceKnown(rw.Replace, "")
 	return string(rw.re.ExpandString(nil, tmpl, name, m)), true
+}
+
+// loopbackPrefixes are the addresses that may upload when allow_write is
+// not set.
+var loopbackPrefixes = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// onlyLoopback reports whether every prefix lies within a loopback range.
+func onlyLoopback(acl []netip.Prefix) bool {
+	for _, p := range acl {
+		inside := false
+		for _, lo := range loopbackPrefixes {
+			if p.Bits() >= lo.Bits() && lo.Contains(p.Addr()) {
+				inside = true
+			}
+		}
+		if !inside {
+			return false
+		}
+	}
+	return true
 }
 
 // linkLocalRanges are added to Caddy's private ranges: PXE clients on a

@@ -21,8 +21,13 @@ var (
 	// errOptionsRefused ends a read whose client answered the OACK with
 	// ERROR 8, as UEFI PXE does to learn a file's size. It is not a failure.
 	errOptionsRefused = errors.New("client declined the negotiated options")
-	// errTooSlow ends a transfer that exceeded its time limits.
-	errTooSlow = errors.New("transfer exceeded its time limit")
+	// errTooLong ends a transfer that ran past max_transfer_duration.
+	errTooLong = errors.New("transfer exceeded max_transfer_duration")
+	// errTooSlow ends a transfer that moved less than min_transfer_rate.
+	errTooSlow = errors.New("transfer slower than min_transfer_rate")
+	// errEvicted ends a stalled transfer whose host, at its per-host limit,
+	// made a new request.
+	errEvicted = errors.New("stalled transfer evicted by a new request from its host")
 )
 
 // peerError is an ERROR packet received from the client.
@@ -44,6 +49,12 @@ type sentError struct {
 func (e *sentError) Error() string { return e.err.Error() }
 func (e *sentError) Unwrap() error { return e.err }
 
+// dupAckInterval is the shortest time between two ACKs of the same block of
+// a lock-step upload: duplicates of a DATA block arriving sooner after an
+// ACK are dropped. It is shorter than any client's retransmission timeout,
+// so a client whose ACK was lost gets it again on its first retransmission.
+const dupAckInterval = 250 * time.Millisecond
+
 // transferLimits bound a transfer's life.
 type transferLimits struct {
 	retries     int
@@ -62,7 +73,7 @@ type transfer struct {
 	limits transferLimits
 	start  time.Time
 
-	// lastBlock is the final block of a finished write, for dally.
+	// lastBlock is the final block of a finished write, for startDally.
 	lastBlock uint16
 
 	// finishing is raised when the last block has been sent or received.
@@ -87,6 +98,11 @@ type transfer struct {
 	// a write declared; -1 when unknown. It is set before the transfer is
 	// published to the admin API and never changes.
 	size int64
+	// stalledSince is when the transfer began waiting on a retransmission
+	// (Unix nanoseconds), or 0 while it makes progress; evicted is raised
+	// by a newer request from the same host that takes its slot.
+	stalledSince atomic.Int64
+	evicted      atomic.Bool
 
 	// Progress, read by the admin API and metrics while the transfer runs.
 	bytes       atomic.Int64
@@ -115,19 +131,27 @@ func newTransfer(ctx context.Context, conn packetConn, peer netip.AddrPort, para
 	return t
 }
 
-// release returns the buffers to the pool and closes the socket.
+// release returns the buffers to the pool and closes the socket, unless
+// the socket was handed on to answer retransmissions (startDally).
 func (t *transfer) release() {
 	putBuffer(t.pktBuf)
 	putBuffer(t.rBuf)
 	t.batch.release()
 	t.pkt, t.rbuf, t.pktBuf, t.rBuf = nil, nil, nil, nil
-	_ = t.conn.Close()
+	if t.conn != nil { // nil once handed to startDally
+		_ = t.conn.Close()
+	}
 }
 
-// wait returns how long to wait for the peer before the given retry; the
-// wait doubles each time so a silent peer gets few packets.
+// maxBackoffShift caps the doubling of the wait: it grows from the timeout
+// to 16 times the timeout and stays there.
+const maxBackoffShift = 4
+
+// wait returns how long to wait for the peer after the given number of
+// retransmissions; the wait doubles each time, up to 16 times the timeout,
+// so a silent peer gets few packets.
 func (t *transfer) wait(retry int) time.Duration {
-	return t.params.timeout << min(retry, 4)
+	return t.params.timeout << min(retry, maxBackoffShift)
 }
 
 func (t *transfer) send(b []byte) error {
@@ -155,8 +179,12 @@ func (t *transfer) abort(err error) error {
 		// The peer is gone or never was: stay silent, so a spoofed request
 		// earns at most the first packet and its retries.
 		return err
+	case errors.Is(err, errTooLong):
+		return t.sendError(ErrCodeUndefined, "transfer exceeded the maximum duration", err)
 	case errors.Is(err, errTooSlow):
-		return t.sendError(ErrCodeUndefined, "transfer took too long", err)
+		return t.sendError(ErrCodeUndefined, "transfer slower than the minimum rate", err)
+	case errors.Is(err, errEvicted):
+		return t.sendError(ErrCodeUndefined, "stalled transfer replaced by a newer request from this host", err)
 	}
 	var pe *peerError
 	if errors.As(err, &pe) {
@@ -187,9 +215,15 @@ func (t *transfer) receive(deadline time.Time) ([]byte, error) {
 			if t.ctx.Err() != nil {
 				return nil, errStopping
 			}
+			if t.evicted.Load() {
+				return nil, errEvicted
+			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				if t.limits.maxDuration > 0 && time.Since(t.start) >= t.limits.maxDuration {
-					return nil, errTooSlow
+					return nil, errTooLong
+				}
+				if t.stalledSince.Load() == 0 {
+					t.stalledSince.Store(time.Now().UnixNano())
 				}
 				return nil, errTimedOut
 			}
@@ -208,6 +242,21 @@ func (t *transfer) receive(deadline time.Time) ([]byte, error) {
 		}
 		return t.rbuf[:n], nil
 	}
+}
+
+// progressed records that the peer moved the transfer forward, so it is no
+// longer stalled and may not be evicted.
+func (t *transfer) progressed() {
+	if t.stalledSince.Load() != 0 {
+		t.stalledSince.Store(0)
+	}
+}
+
+// evict ends a stalled transfer from another goroutine: its next read
+// fails at once and the transfer ends with errEvicted.
+func (t *transfer) evict() {
+	t.evicted.Store(true)
+	_ = t.conn.SetReadDeadline(time.Unix(1, 0))
 }
 
 // markFinishing records that the last block has moved.
@@ -307,6 +356,7 @@ func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 		}
 		base += delta
 		retries, resent = 0, false
+		t.progressed()
 		if base < next {
 			// The client acknowledged part of the window: the rest was lost.
 			t.retransmits.Add(int64(next - base))
@@ -410,6 +460,7 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 		retries  int
 		nacked   bool
 		dups     int
+		ackedAt  time.Time // when an ACK last went out, for duplicates
 		deadline = time.Now().Add(t.wait(0))
 	)
 	for {
@@ -423,7 +474,8 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 			if err := t.send(t.ctl); err != nil {
 				return err
 			}
-			deadline = time.Now().Add(t.wait(retries))
+			ackedAt = time.Now()
+			deadline = ackedAt.Add(t.wait(retries))
 			continue
 		}
 		if err != nil {
@@ -441,6 +493,9 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 		}
 		switch delta := blk - uint16(expected); {
 		case delta == 0:
+			if err := t.checkDeclaredSize(int64(len(payload)), len(payload) < bs); err != nil {
+				return err
+			}
 			data := payload
 			if netascii {
 				scratch = dec.decode(scratch[:0], payload)
@@ -454,6 +509,7 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 			}
 			t.bytes.Add(int64(len(payload)))
 			t.blocks.Add(1)
+			t.progressed()
 			expected++
 			inWindow++
 			retries, nacked, dups = 0, false, 0
@@ -473,7 +529,8 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 					return err
 				}
 			}
-			deadline = time.Now().Add(t.wait(0))
+			ackedAt = time.Now()
+			deadline = ackedAt.Add(t.wait(0))
 		case delta < 0x8000:
 			// A block ahead of the one expected: something was lost.
 			// Acknowledge the last block in order, once per gap.
@@ -485,35 +542,50 @@ func (t *transfer) serveWrite(up store.Upload, netascii bool) error {
 				}
 			}
 		default:
-			// An old block: the client missed our ACK. Answer once per
-			// window's worth of duplicates so a resent window gets one ACK.
-			if dups%window == 0 {
+			// An old block: the client missed our ACK, or the network
+			// duplicated its DATA. Answer once per window's worth of
+			// duplicates so a resent window gets one ACK. In lock-step,
+			// ACK a duplicate only when no ACK went out for dupAckInterval:
+			// copies already queued are read and dropped, so a client that
+			// answers every ACK with DATA (the Sorcerer's Apprentice, RFC
+			// 1123 4.2.3.1) is not made to send each block twice, while
+			// one whose ACK was really lost gets it on its retransmission.
+			resend := dups%window == 0
+			if window == 1 {
+				resend = time.Since(ackedAt) >= dupAckInterval
+			}
+			if resend {
 				t.ctl = appendAck(t.ctl[:0], uint16(expected-1))
 				if err := t.send(t.ctl); err != nil {
 					return err
 				}
+				ackedAt = time.Now()
 			}
 			dups++
 		}
 	}
 }
 
-// dally answers a client that resends its last DATA block because our final
-// ACK was lost. It runs after the transfer is reported finished, for one
-// timeout period, and sends at most one ACK per retry.
-func (t *transfer) dally() {
-	deadline := time.Now().Add(t.params.timeout)
-	for acks := 0; acks < t.limits.retries; {
-		pkt, err := t.receive(deadline)
-		if err != nil {
-			return
-		}
-		if blk, _, ok := parseBlockPacket(pkt); ok && opcode(pkt) == opDATA && blk == t.lastBlock {
-			t.ctl = appendAck(t.ctl[:0], t.lastBlock)
-			_ = t.send(t.ctl)
-			acks++
-		}
+// errSizeMismatch ends an upload whose length differs from the size the
+// client declared with the tsize option: a client that stops short (or
+// runs long) is not storing the file it meant to, so nothing is stored.
+var errSizeMismatch = errors.New("upload size differs from the declared tsize")
+
+// checkDeclaredSize refuses a block that would take an upload past its
+// declared tsize, or a last block that ends it short. A declared size of 0
+// is taken as unknown, as some clients send it when they do not know the
+// size.
+func (t *transfer) checkDeclaredSize(n int64, last bool) error {
+	want := t.params.tsize
+	if want <= 0 {
+		return nil
 	}
+	got := t.bytes.Load() + n
+	if got > want || (last && got != want) {
+		return t.sendError(ErrCodeUndefined, fmt.Sprintf("upload is not the declared size: tsize %d", want),
+			fmt.Errorf("%w: received %d bytes, declared %d", errSizeMismatch, got, want))
+	}
+	return nil
 }
 
 // unmapAddrPort turns an IPv4-mapped IPv6 address into plain IPv4.
