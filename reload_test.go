@@ -551,10 +551,12 @@ func TestReloadFailedConfigKeepsServing(t *testing.T) {
 			times: 1,
 		},
 		{
-			name: "invalid max_block_size",
-			config: tftpCaddyfile(lines("store boot {", "max_bytes 16MiB", "}",
-				"server a {", listen, "store boot", "read_only", "max_block_size 100", "}")),
-			want:  "max_block_size 100 is outside 512..65464",
+			// The Caddyfile is fine; the directory is missing when the
+			// config is provisioned.
+			name: "missing preload directory",
+			config: tftpCaddyfile(lines("store boot {", "max_bytes 16MiB", "preload /nonexistent/tftp-preload", "}",
+				"server a {", listen, "store boot", "read_only", "}")),
+			want:  "preload",
 			times: 1,
 		},
 		{
