@@ -6,4 +6,5 @@ package tftp
 import (
 	_ "github.com/caddy-tftp/tftp/modules/caddystorage"
 	_ "github.com/caddy-tftp/tftp/modules/filesystem"
+	_ "github.com/caddy-tftp/tftp/modules/httpstore"
 )

@@ -1,7 +1,6 @@
 package tftp
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -64,34 +63,35 @@ func (b *sendBatch) release() {
 }
 
 // sendBlocks sends blocks first..last (counted from 1) in as few calls as
-// the batch allows.
-func (t *transfer) sendBlocks(src io.ReaderAt, size int64, first, last uint64) error {
+// the batch allows. It stops after a block that comes back short, the
+// last of the file, and returns its number (0 when every block was full).
+func (t *transfer) sendBlocks(src io.ReaderAt, size int64, first, last uint64) (short uint64, err error) {
 	b := t.batch
 	bs := int64(t.params.blockSize)
-	for first <= last {
+	for first <= last && short == 0 {
 		n := 0
 		for ; n < len(b.msgs) && first+uint64(n) <= last; n++ {
 			blk := first + uint64(n)
-			off := int64(blk-1) * bs
-			l := min(bs, size-off)
-			pkt := b.bufs[n][:headerLen+l]
-			putDataHeader(pkt, uint16(blk))
-			if l > 0 {
-				if _, err := src.ReadAt(pkt[headerLen:], off); err != nil && !errors.Is(err, io.EOF) {
-					return t.abort(fmt.Errorf("reading block %d: %w", blk, err))
-				}
+			l, err := t.readBlock(src, size, blk, b.bufs[n])
+			if err != nil {
+				return 0, err
 			}
-			b.msgs[n].Buffers[0] = pkt
+			b.msgs[n].Buffers[0] = b.bufs[n][:headerLen+l]
 			t.countSent(blk, l)
+			if l < bs {
+				short = blk
+				n++
+				break
+			}
 		}
 		for sent := 0; sent < n; {
 			k, err := b.w.WriteBatch(b.msgs[sent:n], 0)
 			if err != nil {
-				return fmt.Errorf("sending to %s: %w", t.peer, err)
+				return 0, fmt.Errorf("sending to %s: %w", t.peer, err)
 			}
 			sent += k
 		}
 		first += uint64(n)
 	}
-	return nil
+	return short, nil
 }
