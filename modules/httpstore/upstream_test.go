@@ -1,6 +1,7 @@
 package httpstore
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -168,7 +169,7 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		// n bytes of pattern, made on the fly: /generated/<n>.
 		n, _ := strconv.ParseInt(name, 10, 64)
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
-		chunk := pattern(0, 64<<10)
+		chunk := pattern(64<<10)
 		for sent := int64(0); sent < n; {
 			k := min(n-sent, int64(len(chunk)))
 			if _, err := w.Write(chunk[:k]); err != nil {
@@ -247,15 +248,19 @@ func (u *upstream) serveFile(w http.ResponseWriter, r *http.Request, name string
 	_, _ = w.Write(f.data)
 }
 
-// pattern returns n bytes of a fixed pseudo-random pattern starting at
-// offset off of an endless stream that repeats every 64 KiB.
-func pattern(off, n int64) []byte {
+// pattern returns the first n bytes of a fixed pseudo-random stream that
+// repeats every 64 KiB.
+func pattern(n int64) []byte {
+	const period = 64 << 10
 	b := make([]byte, n)
-	for i := range b {
-		x := uint32((off + int64(i)) % (64 << 10))
+	for i := range b[:min(n, period)] {
+		x := uint32(i)
 		x ^= x >> 7
 		x *= 2654435761
 		b[i] = byte(x >> 13)
+	}
+	for i := int64(period); i < n; i *= 2 {
+		copy(b[i:], b[:i])
 	}
 	return b
 }
@@ -294,6 +299,27 @@ func readAll(f store.File, bs int) ([]byte, error) {
 				return out, fmt.Errorf("short read at %d without an error", off)
 			}
 			return out, err
+		}
+	}
+}
+
+// readCompare reads a store file block by block like readAll and compares
+// it with want as it goes, holding one block.
+func readCompare(f store.File, bs int, want []byte) error {
+	buf := make([]byte, bs)
+	for off := 0; ; off += bs {
+		n, err := f.ReadAt(buf, int64(off))
+		if n > len(want)-off || !bytes.Equal(buf[:n], want[off:off+n]) {
+			return fmt.Errorf("bytes differ in the block at %d", off)
+		}
+		if n < bs {
+			if err != io.EOF {
+				return fmt.Errorf("short read at %d: %v", off, err)
+			}
+			if off+n != len(want) {
+				return fmt.Errorf("%d bytes, want %d", off+n, len(want))
+			}
+			return nil
 		}
 	}
 }
