@@ -143,7 +143,7 @@ func TestHTTPStoreNeedSizeWithoutLength(t *testing.T) {
 func TestHTTPStoreBootStorm(t *testing.T) {
 	const readers = 64
 	up := newUpstream(t)
-	data := pattern(32<<20)
+	data := pattern(32 << 20)
 	up.set("kernel", upFile{data: data})
 	s, _ := newStore(t, up.URL+"/gated/", nil)
 	files := make([]store.File, readers)
@@ -491,7 +491,7 @@ func TestHTTPStorePeakHeap(t *testing.T) {
 		t.Fatalf("size %d", f.Size())
 	}
 	buf := make([]byte, 65464)
-	want := pattern(64<<10)
+	want := pattern(64 << 10)
 	var peak uint64
 	var off int64
 	for i := 0; ; i++ {

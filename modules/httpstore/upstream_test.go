@@ -169,7 +169,7 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		// n bytes of pattern, made on the fly: /generated/<n>.
 		n, _ := strconv.ParseInt(name, 10, 64)
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
-		chunk := pattern(64<<10)
+		chunk := pattern(64 << 10)
 		for sent := int64(0); sent < n; {
 			k := min(n-sent, int64(len(chunk)))
 			if _, err := w.Write(chunk[:k]); err != nil {
