@@ -1,0 +1,339 @@
+package tftp
+
+// End-to-end tests of the http store: Caddy's own HTTP app (file_server
+// and templates) in the same process as the upstream, and a Go test server
+// where the upstream has to stall, break off or take uploads; the real
+// clients read through the TFTP server.
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/standard"
+)
+
+// httpE2E is a running Caddy with an HTTP site and tftp servers in front
+// of it: "files" reads the site's file_server (Content-Length known),
+// "gen" its templates (large responses are chunked, no length), and "goup"
+// the Go upstream.
+type httpE2E struct {
+	dir, genDir string
+	files, gen  uint16 // TFTP ports
+	goup        uint16
+	httpPort    int
+	up          *goUpstream
+}
+
+// goUpstream is a Go HTTP server that takes PUTs, stalls after 4 KiB
+// until released, or breaks off mid-body.
+type goUpstream struct {
+	*httptest.Server
+	mu       sync.Mutex
+	puts     map[string][]byte
+	lengths  map[string]int64
+	chunked  bool
+	gets     atomic.Int64
+	released chan struct{}
+	once     sync.Once
+}
+
+func (u *goUpstream) release() { u.once.Do(func() { close(u.released) }) }
+
+func newGoUpstream(t *testing.T) *goUpstream {
+	u := &goUpstream{puts: map[string][]byte{}, lengths: map[string]int64{}, released: make(chan struct{})}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, "/")
+		switch {
+		case r.Method == http.MethodPut && strings.HasPrefix(name, "fail/"):
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.WriteHeader(http.StatusInternalServerError)
+		case r.Method == http.MethodPut:
+			b, _ := io.ReadAll(r.Body)
+			u.mu.Lock()
+			u.puts[name], u.lengths[name] = b, r.ContentLength
+			u.chunked = u.chunked || len(r.TransferEncoding) > 0
+			u.mu.Unlock()
+			w.WriteHeader(http.StatusCreated)
+		case name == "stall.bin":
+			u.gets.Add(1)
+			data := e2ePattern(64 << 10)
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			_, _ = w.Write(data[:4096])
+			w.(http.Flusher).Flush()
+			select {
+			case <-u.released:
+			case <-r.Context().Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+			_, _ = w.Write(data[4096:])
+		case name == "broken.bin":
+			w.Header().Set("Content-Length", "100000")
+			_, _ = w.Write(e2ePattern(20000))
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		case name == "forbidden.bin":
+			w.WriteHeader(http.StatusForbidden)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(func() { u.release(); u.Close() })
+	return u
+}
+
+func e2ePattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i>>9)
+	}
+	return b
+}
+
+func startHTTPE2E(t *testing.T) *httpE2E {
+	t.Helper()
+	e := &httpE2E{dir: t.TempDir(), genDir: t.TempDir(), files: freePort(t), gen: freePort(t), goup: freePort(t), up: newGoUpstream(t)}
+	httpPort := adminFreeTCPPort(t)
+	cf := fmt.Sprintf(`{
+	admin off
+	persist_config off
+	tftp {
+		store files http {
+			url http://127.0.0.1:%[1]d/files/
+		}
+		store gen http {
+			url http://127.0.0.1:%[1]d/gen/{file}
+		}
+		store goup http {
+			url %[2]s/
+			idle_timeout 2s
+		}
+		server files {
+			listen 127.0.0.1:%[3]d
+			store files
+		}
+		server gen {
+			listen 127.0.0.1:%[4]d
+			store gen
+		}
+		server goup {
+			listen 127.0.0.1:%[5]d
+			store goup
+		}
+	}
+}
+http://127.0.0.1:%[1]d {
+	handle_path /files/* {
+		root * %[6]s
+		file_server
+	}
+	handle_path /gen/* {
+		root * %[7]s
+		templates
+		file_server
+	}
+}
+`, httpPort, e.up.URL, e.files, e.gen, e.goup, e.dir, e.genDir)
+	startCaddy(t, cf)
+	e.httpPort = httpPort
+	return e
+}
+
+// text makes n bytes of template-safe text (no "{{").
+func e2eText(n int) []byte {
+	line := []byte("DEFAULT menu.c32 APPEND initrd=initrd.img console=ttyS0,115200n8 quiet\n")
+	var b bytes.Buffer
+	for b.Len() < n {
+		b.Write(line)
+	}
+	return b.Bytes()[:n]
+}
+
+func TestHTTPStoreRealClients(t *testing.T) {
+	requireAllClients(t)
+	e := startHTTPE2E(t)
+	files := map[string][]byte{
+		"odd.bin":       randomBytes(t, 5000),
+		"multiple.bin":  randomBytes(t, 4096),
+		"empty.bin":     {},
+		"dir/space x.b": randomBytes(t, 1000),
+	}
+	for name, data := range files {
+		writeTree(t, e.dir, name, data)
+	}
+	gen := map[string][]byte{
+		"odd.txt":      e2eText(5000),
+		"multiple.txt": e2eText(4096),
+		"empty.txt":    {},
+	}
+	for name, data := range gen {
+		writeTree(t, e.genDir, name, data)
+	}
+	// The templates responses over 2 KiB really come without a length.
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/gen/odd.txt", e.httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.ContentLength != -1 {
+		t.Fatalf("the templates upstream sent Content-Length %d; the test needs a response without one", resp.ContentLength)
+	}
+	cases := []struct {
+		client, what string
+		opts         clientOpts
+	}{
+		{"curl", "tsize_blksize_timeout", clientOpts{}},
+		{"curl", "no_options", clientOpts{NoOptions: true}},
+		{"tftp-hpa", "no_options", clientOpts{}},
+		{"atftp", "tsize_blksize", clientOpts{Tsize: true, BlockSize: 1428}},
+		{"atftp", "no_options", clientOpts{}},
+		{"atftp", "windowsize", clientOpts{WindowSize: 4, BlockSize: 512}},
+		{"busybox", "tsize", clientOpts{}},
+	}
+	for _, c := range cases {
+		cl := interopClient(t, c.client)
+		t.Run(c.client+"/"+c.what, func(t *testing.T) {
+			for _, set := range []struct {
+				port  uint16
+				files map[string][]byte
+			}{{e.files, files}, {e.gen, gen}} {
+				for name, data := range set.files {
+					if c.client == "busybox" && len(data) == 0 {
+						continue // busybox reports an empty file as its own error
+					}
+					dst := filepath.Join(t.TempDir(), "out")
+					if err := cl.get(t.Context(), loopback4(set.port), name, dst, c.opts); err != nil {
+						t.Fatalf("port %d get %s: %v", set.port, name, err)
+					}
+					requireSameBytes(t, fmt.Sprintf("%s from port %d", name, set.port), readLocal(t, dst), data)
+				}
+			}
+		})
+	}
+
+	// tsize: from Content-Length for file_server, and after the whole
+	// download for a chunked templates response; none for an empty file.
+	for _, tc := range []struct {
+		port  uint16
+		name  string
+		tsize string
+	}{
+		{e.files, "odd.bin", "5000"}, {e.gen, "odd.txt", "5000"}, {e.gen, "multiple.txt", "4096"}, {e.files, "empty.bin", ""},
+	} {
+		c := &testClient{server: loopback4(tc.port), options: []option{{"tsize", "0"}, {"blksize", "1468"}}, timeout: time.Second, retries: 3}
+		if _, err := c.get(tc.name); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got := ""
+		for _, o := range c.stats.oack {
+			if o.name == "tsize" {
+				got = o.value
+			}
+		}
+		if got != tc.tsize {
+			t.Errorf("%s: OACK tsize %q, want %q (OACK %v)", tc.name, got, tc.tsize, c.stats.oack)
+		}
+	}
+
+	// A templates file of unknown length read without tsize by the Go
+	// client, a window at a time.
+	c := &testClient{server: loopback4(e.gen), options: []option{{"windowsize", "8"}}, timeout: time.Second, retries: 3}
+	got, err := c.get("odd.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireSameBytes(t, "windowed read of a chunked response", got, gen["odd.txt"])
+}
+
+// TestHTTPStoreFirstBlockBeforeUpstreamEnds: the upstream sends 4 KiB and
+// stalls until the client has its first DATA block.
+func TestHTTPStoreFirstBlockBeforeUpstreamEnds(t *testing.T) {
+	e := startHTTPE2E(t)
+	var releasedFirst atomic.Bool
+	var sawData bool
+	c := &testClient{server: loopback4(e.goup), options: []option{{"tsize", "0"}}, timeout: time.Second, retries: 5,
+		dropIn: func(op, block uint16, n int) bool {
+			if op == opDATA && block == 1 && !sawData {
+				sawData = true
+				select {
+				case <-e.up.released:
+					releasedFirst.Store(true)
+				default:
+				}
+				e.up.release()
+			}
+			return false
+		}}
+	got, err := c.get("stall.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireSameBytes(t, "stalled upstream", got, e2ePattern(64<<10))
+	if releasedFirst.Load() || !sawData {
+		t.Fatal("the first DATA block came only after the upstream finished")
+	}
+}
+
+func TestHTTPStoreErrorsOverTFTP(t *testing.T) {
+	e := startHTTPE2E(t)
+	c := &testClient{server: loopback4(e.goup), timeout: time.Second, retries: 3}
+	for _, tc := range []struct {
+		name string
+		code ErrorCode
+		msg  string
+	}{
+		{"missing.bin", ErrCodeFileNotFound, "file not found"},
+		{"forbidden.bin", ErrCodeAccessViolated, "access violation"},
+		{"broken.bin", ErrCodeUndefined, "upstream unavailable"},
+	} {
+		_, err := c.get(tc.name)
+		se, ok := err.(*serverError)
+		if !ok || se.code != tc.code || se.msg != tc.msg {
+			t.Errorf("%s: %v, want error %d %q", tc.name, err, tc.code, tc.msg)
+		}
+	}
+}
+
+func TestHTTPStoreUploadsOverTFTP(t *testing.T) {
+	requireAllClients(t)
+	e := startHTTPE2E(t)
+	data := randomBytes(t, 70000)
+	src := writeLocal(t, t.TempDir(), "up.bin", data)
+	for _, name := range []string{"curl", "tftp-hpa", "atftp", "busybox"} {
+		cl := interopClient(t, name)
+		if err := cl.put(t.Context(), loopback4(e.goup), "cfg/"+name+".bin", src, clientOpts{}); err != nil {
+			t.Fatalf("%s put: %v", name, err)
+		}
+		e.up.mu.Lock()
+		got, length := e.up.puts["cfg/"+name+".bin"], e.up.lengths["cfg/"+name+".bin"]
+		e.up.mu.Unlock()
+		requireSameBytes(t, name+" upload as received upstream", got, data)
+		if length != int64(len(data)) {
+			t.Errorf("%s: Content-Length %d, want %d", name, length, len(data))
+		}
+	}
+	e.up.mu.Lock()
+	chunked := e.up.chunked
+	e.up.mu.Unlock()
+	if chunked {
+		t.Error("an upload went upstream chunked")
+	}
+	// The upstream refuses: the client gets an ERROR instead of the final
+	// ACK.
+	c := &testClient{server: loopback4(e.goup), timeout: time.Second, retries: 3}
+	err := c.put("fail/x.bin", data[:3000])
+	if se, ok := err.(*serverError); !ok || se.code != ErrCodeUndefined {
+		t.Fatalf("upload the upstream refused: %v, want ERROR 0", err)
+	}
+}
