@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -23,9 +24,9 @@ import (
 )
 
 // httpE2E is a running Caddy with an HTTP site and tftp servers in front
-// of it: "files" reads the site's file_server (Content-Length known),
-// "gen" its templates (large responses are chunked, no length), and "goup"
-// the Go upstream.
+// of it: "files" reads the site's file_server, "gen" its templates, and
+// "goup" the Go upstream (chunked responses without a length, stalls,
+// breaks, uploads).
 type httpE2E struct {
 	dir, genDir string
 	files, gen  uint16 // TFTP ports
@@ -41,6 +42,7 @@ type goUpstream struct {
 	mu       sync.Mutex
 	puts     map[string][]byte
 	lengths  map[string]int64
+	chunks   map[string][]byte // served chunked, without a length
 	chunked  bool
 	gets     atomic.Int64
 	released chan struct{}
@@ -50,7 +52,7 @@ type goUpstream struct {
 func (u *goUpstream) release() { u.once.Do(func() { close(u.released) }) }
 
 func newGoUpstream(t *testing.T) *goUpstream {
-	u := &goUpstream{puts: map[string][]byte{}, lengths: map[string]int64{}, released: make(chan struct{})}
+	u := &goUpstream{puts: map[string][]byte{}, lengths: map[string]int64{}, chunks: map[string][]byte{}, released: make(chan struct{})}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(r.URL.Path, "/")
 		switch {
@@ -64,6 +66,22 @@ func newGoUpstream(t *testing.T) *goUpstream {
 			u.chunked = u.chunked || len(r.TransferEncoding) > 0
 			u.mu.Unlock()
 			w.WriteHeader(http.StatusCreated)
+		case strings.HasPrefix(name, "chunked/"):
+			u.mu.Lock()
+			data, ok := u.chunks[strings.TrimPrefix(name, "chunked/")]
+			u.mu.Unlock()
+			if !ok {
+				http.NotFound(w, r)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush() // headers out first: no length
+			for len(data) > 0 {
+				n := min(len(data), 1000)
+				_, _ = w.Write(data[:n])
+				w.(http.Flusher).Flush()
+				data = data[n:]
+			}
 		case name == "stall.bin":
 			u.gets.Add(1)
 			data := e2ePattern(64 << 10)
@@ -179,15 +197,27 @@ func TestHTTPStoreRealClients(t *testing.T) {
 	for name, data := range gen {
 		writeTree(t, e.genDir, name, data)
 	}
-	// The templates responses over 2 KiB really come without a length.
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/gen/odd.txt", e.httpPort))
+	chunked := map[string][]byte{
+		"odd.bin":      randomBytes(t, 5000),
+		"multiple.bin": randomBytes(t, 4096),
+		"empty.bin":    {},
+	}
+	e.up.mu.Lock()
+	maps.Copy(e.up.chunks, chunked)
+	e.up.mu.Unlock()
+	prefixed := map[string][]byte{}
+	for name, data := range chunked {
+		prefixed["chunked/"+name] = data
+	}
+	// The Go upstream's responses really come without a length.
+	resp, err := http.Get(e.up.URL + "/chunked/odd.bin")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.ContentLength != -1 {
-		t.Fatalf("the templates upstream sent Content-Length %d; the test needs a response without one", resp.ContentLength)
+		t.Fatalf("the chunked upstream sent Content-Length %d", resp.ContentLength)
 	}
 	cases := []struct {
 		client, what string
@@ -207,7 +237,7 @@ func TestHTTPStoreRealClients(t *testing.T) {
 			for _, set := range []struct {
 				port  uint16
 				files map[string][]byte
-			}{{e.files, files}, {e.gen, gen}} {
+			}{{e.files, files}, {e.gen, gen}, {e.goup, prefixed}} {
 				for name, data := range set.files {
 					if c.client == "busybox" && len(data) == 0 {
 						continue // busybox reports an empty file as its own error
@@ -222,14 +252,15 @@ func TestHTTPStoreRealClients(t *testing.T) {
 		})
 	}
 
-	// tsize: from Content-Length for file_server, and after the whole
-	// download for a chunked templates response; none for an empty file.
+	// tsize: from Content-Length for file_server and templates, and after
+	// the whole download for a chunked response; none for an empty file.
 	for _, tc := range []struct {
 		port  uint16
 		name  string
 		tsize string
 	}{
-		{e.files, "odd.bin", "5000"}, {e.gen, "odd.txt", "5000"}, {e.gen, "multiple.txt", "4096"}, {e.files, "empty.bin", ""},
+		{e.files, "odd.bin", "5000"}, {e.gen, "odd.txt", "5000"}, {e.goup, "chunked/odd.bin", "5000"},
+		{e.goup, "chunked/multiple.bin", "4096"}, {e.files, "empty.bin", ""}, {e.goup, "chunked/empty.bin", ""},
 	} {
 		c := &testClient{server: loopback4(tc.port), options: []option{{"tsize", "0"}, {"blksize", "1468"}}, timeout: time.Second, retries: 3}
 		if _, err := c.get(tc.name); err != nil {
@@ -246,14 +277,19 @@ func TestHTTPStoreRealClients(t *testing.T) {
 		}
 	}
 
-	// A templates file of unknown length read without tsize by the Go
-	// client, a window at a time.
-	c := &testClient{server: loopback4(e.gen), options: []option{{"windowsize", "8"}}, timeout: time.Second, retries: 3}
-	got, err := c.get("odd.txt")
-	if err != nil {
-		t.Fatal(err)
+	// A chunked response read without tsize, a window at a time: no tsize
+	// in the OACK.
+	for name, data := range chunked {
+		c := &testClient{server: loopback4(e.goup), options: []option{{"windowsize", "8"}, {"blksize", "1024"}}, timeout: time.Second, retries: 3}
+		got, err := c.get("chunked/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requireSameBytes(t, "windowed read of chunked "+name, got, data)
 	}
-	requireSameBytes(t, "windowed read of a chunked response", got, gen["odd.txt"])
+	// The server saw the last ACK of every read: no transfer is left
+	// waiting for an ACK of a block beyond the end.
+	waitFor(t, "the transfers to end", 3*time.Second, func() bool { return len(ActiveTransfers()) == 0 })
 }
 
 // TestHTTPStoreFirstBlockBeforeUpstreamEnds: the upstream sends 4 KiB and

@@ -267,7 +267,7 @@ func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 				}
 				next = end + 1
 				if short != 0 {
-					last, next = short, short+1
+					last, end, next = short, short, short+1
 					t.markFinishing()
 				}
 			}
