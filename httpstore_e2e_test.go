@@ -373,3 +373,72 @@ func TestHTTPStoreUploadsOverTFTP(t *testing.T) {
 		t.Fatalf("upload the upstream refused: %v, want ERROR 0", err)
 	}
 }
+
+const readmeHTTPSection = "Serving files from an HTTP server"
+
+// TestReadmeHTTPArtifacts runs the README's artifact server example as
+// written, with its URL moved to a local upstream that checks the bearer
+// token, and the README's curl command.
+func TestReadmeHTTPArtifacts(t *testing.T) {
+	blocks := readmeBlocks(t, "caddyfile", readmeHTTPSection)
+	where := fmt.Sprintf("README.md:%d", blocks[0].line)
+	data := randomBytes(t, 100_000)
+	var gets atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer s3cret" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		if r.URL.Path != "/netboot/ipxe.efi" {
+			http.NotFound(w, r)
+			return
+		}
+		gets.Add(1)
+		w.Header().Set("ETag", `"1"`)
+		_, _ = w.Write(data)
+	}))
+	t.Cleanup(up.Close)
+	t.Setenv("ARTIFACT_TOKEN", "s3cret")
+	cf := substitute(t, where, blocks[0].body, "https://artifacts.example.com/netboot/", up.URL+"/netboot/")
+	r := startReadmeCaddy(t, where, cf)
+	cmd, b := readmeCommand(t, readmeHTTPSection, "curl -o ipxe.efi")
+	where = fmt.Sprintf("README.md:%d", b.line)
+	dir := t.TempDir()
+	requireClient(t, curlBin)
+	for range 2 {
+		runReadmeCommand(t, where, dir, r.substitutePorts(t, where, cmd))
+		requireSameBytes(t, where, readLocal(t, filepath.Join(dir, "ipxe.efi")), data)
+	}
+	if n := gets.Load(); n != 1 {
+		t.Errorf("%s: the upstream served %d GETs for two reads within the cache's ttl, want 1", where, n)
+	}
+	// A wrong name is error 1 over TFTP.
+	if _, err := (&testClient{server: r.server(), timeout: time.Second, retries: 3}).get("nope.efi"); errorCode(err) != int(ErrCodeFileNotFound) {
+		t.Errorf("%s: missing file: %v", where, err)
+	}
+}
+
+// TestReadmeHTTPTemplates runs the README's one-Caddyfile templates
+// example: the HTTP site and the TFTP server in one config, the README's
+// template file, and the README's curl command.
+func TestReadmeHTTPTemplates(t *testing.T) {
+	blocks := readmeBlocks(t, "caddyfile", readmeHTTPSection)
+	if len(blocks) < 2 {
+		t.Fatal("no templates Caddyfile in the README section")
+	}
+	where := fmt.Sprintf("README.md:%d", blocks[1].line)
+	tmpl := readmeBlocks(t, "ipxe", readmeHTTPSection)[0]
+	dir := t.TempDir()
+	writeTree(t, dir, "boot.ipxe", []byte(tmpl.body))
+	httpPort := strconv.Itoa(adminFreeTCPPort(t))
+	cf := substitute(t, where, blocks[1].body, "127.0.0.1:8080", "127.0.0.1:"+httpPort, "/srv/ipxe", dir)
+	r := startReadmeCaddy(t, where, cf)
+	cmd, b := readmeCommand(t, readmeHTTPSection, "curl tftp://")
+	where = fmt.Sprintf("README.md:%d", b.line)
+	requireClient(t, curlBin)
+	out := runReadmeCommand(t, where, t.TempDir(), r.substitutePorts(t, where, cmd))
+	want := "#!ipxe\necho Booting 127.0.0.1\nchain http://boot.example.com/hosts/127.0.0.1.ipxe || shell\n"
+	if out != want {
+		t.Errorf("%s: got\n%s\nwant\n%s", where, out, want)
+	}
+}
