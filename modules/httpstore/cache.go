@@ -19,14 +19,22 @@ type cacheMeta struct {
 	age                time.Duration // the upstream's Age header
 }
 
-// parseCacheMeta reads the headers of a response received at now.
-func parseCacheMeta(h http.Header, now time.Time) cacheMeta {
+// parseCacheMeta reads the headers of a response. clientHeader is the
+// request header that differs per client.
+func parseCacheMeta(h http.Header, clientHeader string) cacheMeta {
 	m := cacheMeta{etag: h.Get("ETag"), lastModified: h.Get("Last-Modified")}
 	m.readDirectives(h)
-	if v := h.Get("Vary"); v != "" {
-		// The response depends on request headers the cache does not key
-		// on (the client's address, say): never share it later.
-		m.noStore = true
+	for _, line := range h.Values("Vary") {
+		for name := range strings.SplitSeq(line, ",") {
+			name = strings.TrimSpace(name)
+			// Every other request header the store sends is the same for
+			// every request (Accept-Encoding, the configured headers), so
+			// only a response that varies by the client's header, or by
+			// anything ("*"), differs per client: never share it later.
+			if name == "*" || strings.EqualFold(name, clientHeader) {
+				m.noStore = true
+			}
+		}
 	}
 	return m
 }

@@ -263,7 +263,7 @@ func (s *HTTP) download(u string, c *call, stale *entry, req store.RequestInfo) 
 		s.resolve(u, c, nil, err)
 		return
 	}
-	b := newBody(f, remove, resp.ContentLength, lastModified(resp.Header, start), parseCacheMeta(resp.Header, start))
+	b := newBody(f, remove, resp.ContentLength, lastModified(resp.Header, start), parseCacheMeta(resp.Header, s.ClientHeader))
 	s.resolve(u, c, b, nil)
 
 	ir := newIdleReader(ctx, resp.Body, time.Duration(s.IdleTimeout), cancel)

@@ -149,7 +149,9 @@ type TLSConfig struct {
 }
 
 // CacheConfig bounds the cache of downloaded files. Responses marked
-// no-store or private, or varying by request headers, are never kept; a
+// no-store or private, or varying by the client's header or by "*", are
+// never kept (a Vary on headers the store sends the same way every time,
+// such as Accept-Encoding, does not prevent caching); a
 // response's max-age or s-maxage shortens TTL, and no-cache makes every
 // reuse a revalidation.
 type CacheConfig struct {
@@ -252,7 +254,9 @@ func (s *HTTP) Cleanup() error {
 	if s.cache != nil {
 		s.cache.clear()
 	}
-	s.client.CloseIdleConnections()
+	if s.client != nil {
+		s.client.CloseIdleConnections()
+	}
 	return nil
 }
 

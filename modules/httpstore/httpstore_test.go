@@ -446,6 +446,21 @@ func TestHTTPStoreCache(t *testing.T) {
 		t.Errorf("max-age=2 after 3s: %d GETs, want 2", n)
 	}
 
+	// Vary on a header the store always sends the same way (as Caddy's
+	// file_server sends) is cached; Vary on the client's header is not.
+	up.set("vary-ae", upFile{data: []byte("a"), vary: "Accept-Encoding"})
+	up.set("vary-client", upFile{data: []byte("b"), vary: "Accept-Encoding, X-TFTP-Client"})
+	for range 2 {
+		read("vary-ae")
+		read("vary-client")
+	}
+	if n := up.count("GET", "/files/vary-ae"); n != 1 {
+		t.Errorf("Vary: Accept-Encoding: %d GETs, want 1", n)
+	}
+	if n := up.count("GET", "/files/vary-client"); n != 2 {
+		t.Errorf("Vary: X-TFTP-Client: %d GETs, want 2", n)
+	}
+
 	// An upload through the store drops the cached copy.
 	w, _ := s.Create("etag", store.CreateOptions{Overwrite: true, Size: -1})
 	_, _ = w.Write([]byte("uploaded"))
@@ -520,6 +535,52 @@ func TestHTTPStorePeakHeap(t *testing.T) {
 	t.Logf("heap in use grew by at most %d KiB reading %d MiB", grown>>10, size>>20)
 	if grown > peakHeapBound {
 		t.Errorf("heap grew by %d MiB, bound %d MiB", grown>>20, peakHeapBound>>20)
+	}
+}
+
+// TestHTTPStoreReadAtAllocs: reading a block of a downloaded file, the
+// transfer engine's hot path, allocates nothing.
+func TestHTTPStoreReadAtAllocs(t *testing.T) {
+	up := newUpstream(t)
+	up.set("f", upFile{data: pattern(100000)})
+	s, _ := newStore(t, up.URL+"/files/", nil)
+	f, err := s.Open("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1468)
+	off := int64(0)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := f.ReadAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+		off = (off + 1468) % 90000
+	})
+	if allocs != 0 {
+		t.Errorf("ReadAt allocates %.1f times per block", allocs)
+	}
+}
+
+// TestHTTPStoreProvisionErrors: bad settings fail the load, and Cleanup
+// after a failed Provision (which Caddy calls) is safe.
+func TestHTTPStoreProvisionErrors(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	defer cancel()
+	for _, s := range []*HTTP{
+		{},
+		{URL: "http://h/no-slash"},
+		{URL: "http://h/", IdleTimeout: -1},
+		{URL: "http://h/", TempDir: "/nonexistent/dir"},
+		{URL: "http://h/", TLS: &TLSConfig{CA: "/nonexistent.pem"}},
+		{URL: "http://h/", TLS: &TLSConfig{ClientCertificate: "c.pem"}},
+	} {
+		if err := s.Provision(ctx); err == nil {
+			t.Errorf("%+v: provisioned", s.URL)
+		}
+		if err := s.Cleanup(); err != nil {
+			t.Error(err)
+		}
 	}
 }
 

@@ -41,6 +41,7 @@ type upFile struct {
 	etag         string
 	lastModified string
 	cacheControl string
+	vary         string
 }
 
 type putRecord struct {
@@ -240,6 +241,9 @@ func (u *upstream) serveFile(w http.ResponseWriter, r *http.Request, name string
 	}
 	if f.cacheControl != "" {
 		w.Header().Set("Cache-Control", f.cacheControl)
+	}
+	if f.vary != "" {
+		w.Header().Set("Vary", f.vary)
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(f.data)))
 	if r.Method == http.MethodHead {
