@@ -442,3 +442,46 @@ func TestReadmeHTTPTemplates(t *testing.T) {
 		t.Errorf("%s: got\n%s\nwant\n%s", where, out, want)
 	}
 }
+
+// TestHTTPStoreUnknownSizeTransfers: files whose size the server does not
+// know (chunked responses, no tsize asked) end at the first short block
+// whatever the block and window sizes: exactly one DATA per block without
+// loss, none past the end, the end found again after a lost last block,
+// and no transfer left waiting.
+func TestHTTPStoreUnknownSizeTransfers(t *testing.T) {
+	e := startHTTPE2E(t)
+	sizes := []int{0, 1, 511, 512, 4096, 5000, 70000}
+	e.up.mu.Lock()
+	for _, n := range sizes {
+		e.up.chunks[strconv.Itoa(n)] = e2ePattern(n)
+	}
+	e.up.mu.Unlock()
+	for _, bs := range []int{512, 1428} {
+		for _, w := range []int{1, 4, 16} {
+			for _, n := range sizes {
+				opts := []option{{"blksize", strconv.Itoa(bs)}, {"windowsize", strconv.Itoa(w)}}
+				c := &testClient{server: loopback4(e.goup), options: opts, timeout: time.Second, retries: 3}
+				got, err := c.get("chunked/" + strconv.Itoa(n))
+				if err != nil {
+					t.Fatalf("blksize %d window %d size %d: %v", bs, w, n, err)
+				}
+				requireSameBytes(t, fmt.Sprintf("blksize %d window %d size %d", bs, w, n), got, e2ePattern(n))
+				if want := n/bs + 1; c.stats.dataIn != want {
+					t.Errorf("blksize %d window %d size %d: %d DATA packets, want %d", bs, w, n, c.stats.dataIn, want)
+				}
+			}
+		}
+	}
+	// The last DATA lost once: resent, and the transfer still ends there.
+	for _, w := range []int{1, 4} {
+		lastBlock := uint16(5000/512 + 1)
+		c := &testClient{server: loopback4(e.goup), options: []option{{"windowsize", strconv.Itoa(w)}}, timeout: 200 * time.Millisecond, retries: 20,
+			dropIn: func(op, blk uint16, n int) bool { return op == opDATA && blk == lastBlock && n == 0 }}
+		got, err := c.get("chunked/5000")
+		if err != nil {
+			t.Fatalf("window %d, last block lost: %v", w, err)
+		}
+		requireSameBytes(t, fmt.Sprintf("window %d, last block lost", w), got, e2ePattern(5000))
+	}
+	waitFor(t, "the transfers to end", 3*time.Second, func() bool { return len(ActiveTransfers()) == 0 })
+}

@@ -142,7 +142,7 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // Size implements store.File: the Content-Length, or the whole length when
-// the download had ended when the file was opened, or else -1.
+// the file was opened with NeedSize, or else -1.
 func (f *file) Size() int64 { return f.size }
 
 // ModTime implements store.File: the upstream's Last-Modified, or the time

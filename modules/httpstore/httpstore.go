@@ -278,16 +278,16 @@ func (s *HTTP) OpenFor(name string, req store.RequestInfo) (store.File, error) {
 	if size < 0 && req.NeedSize {
 		// The client needs the size first: wait for the whole file, which
 		// MaxFileSize bounds.
-		if _, done, err := b.wait(maxOffset); done && err != nil {
+		n, _, err := b.wait(maxOffset)
+		if err != nil {
 			b.release()
 			return nil, err
 		}
+		size = n
 	}
-	if size < 0 {
-		if n, done, err := b.state(); done && err == nil {
-			size = n
-		}
-	}
+	// Otherwise a response without a length is served as it streams,
+	// even when it happens to be complete already: the last block is the
+	// first short one.
 	return &file{b: b, size: size}, nil
 }
 
