@@ -393,6 +393,10 @@ func TestReadmeHTTPArtifacts(t *testing.T) {
 			http.NotFound(w, r)
 			return
 		}
+		if r.Method == http.MethodDelete {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
 		gets.Add(1)
 		w.Header().Set("ETag", `"1"`)
 		_, _ = w.Write(data)
@@ -411,6 +415,20 @@ func TestReadmeHTTPArtifacts(t *testing.T) {
 	}
 	if n := gets.Load(); n != 1 {
 		t.Errorf("%s: the upstream served %d GETs for two reads within the cache's ttl, want 1", where, n)
+	}
+	// The admin API: get is a GET upstream, delete a DELETE (refused by
+	// this upstream: 501), and listing is not supported (501).
+	if status, body := r.do(http.MethodGet, "/tftp/stores/artifacts/files/ipxe.efi", nil); status != http.StatusOK || !bytes.Equal(body, data) {
+		t.Errorf("admin GET: status %d, %d bytes", status, len(body))
+	}
+	if status, body := r.do(http.MethodGet, "/tftp/stores/artifacts/files", nil); status != http.StatusNotImplemented || !strings.Contains(string(body), "http store") {
+		t.Errorf("admin list: status %d: %s", status, body)
+	}
+	if status, body := r.do(http.MethodDelete, "/tftp/stores/artifacts/files/ipxe.efi", nil); status != http.StatusNotImplemented {
+		t.Errorf("admin DELETE refused upstream: status %d: %s", status, body)
+	}
+	if status, _ := r.do(http.MethodGet, "/tftp/stores/artifacts/files/nope.efi", nil); status != http.StatusNotFound {
+		t.Errorf("admin GET of a missing file: status %d", status)
 	}
 	// A wrong name is error 1 over TFTP.
 	if _, err := (&testClient{server: r.server(), timeout: time.Second, retries: 3}).get("nope.efi"); errorCode(err) != int(ErrCodeFileNotFound) {
