@@ -183,6 +183,7 @@ func (s *HTTP) acquire(u string, req store.RequestInfo) (*body, error) {
 		return c.body, c.err
 	}
 	var stale *entry
+	var conditional http.Header
 	if s.cache != nil {
 		if e := s.cache.get(u); e != nil {
 			if s.now().Before(e.expires) {
@@ -191,7 +192,7 @@ func (s *HTTP) acquire(u string, req store.RequestInfo) (*body, error) {
 				return e.body, nil
 			}
 			if e.meta.validators() {
-				stale = e
+				stale, conditional = e, e.meta.conditional()
 				e.body.ref() // held by the revalidation
 			} else {
 				s.cache.remove(e)
@@ -201,20 +202,22 @@ func (s *HTTP) acquire(u string, req store.RequestInfo) (*body, error) {
 	c := &call{ready: make(chan struct{}), pending: 1}
 	s.inflight[u] = c
 	s.mu.Unlock()
-	go s.download(u, c, stale, req)
+	go s.download(u, c, stale, conditional, req)
 	<-c.ready
 	return c.body, c.err
 }
 
 // resolve hands the waiting callers the body (each with a reference), or
-// the error.
-func (s *HTTP) resolve(u string, c *call, b *body, err error) {
+// the error. A call that failed, or whose body is already complete (a
+// cached one), is forgotten at once; otherwise later readers join it until
+// the download ends.
+func (s *HTTP) resolve(u string, c *call, b *body, complete bool, err error) {
 	s.mu.Lock()
 	c.resolved, c.body, c.err = true, b, err
 	if err == nil {
 		b.refs.Add(int64(c.pending))
 	}
-	if err != nil || b.done {
+	if err != nil || complete {
 		s.forget(u, c)
 	}
 	s.mu.Unlock()
@@ -231,18 +234,16 @@ func (s *HTTP) forget(u string, c *call) {
 // download runs one GET, detached from any caller: it ends when the body
 // is complete, fails, or stalls for the idle timeout, never because a
 // reader went away.
-func (s *HTTP) download(u string, c *call, stale *entry, req store.RequestInfo) {
+func (s *HTTP) download(u string, c *call, stale *entry, extra http.Header, req store.RequestInfo) {
 	ctx, cancel := context.WithCancelCause(s.fetchCtx)
 	defer cancel(nil)
-	var extra http.Header
 	if stale != nil {
 		defer stale.body.release()
-		extra = stale.meta.conditional()
 	}
 	start := s.now()
 	resp, err := s.doContext(ctx, http.MethodGet, u, nil, 0, req, extra)
 	if err != nil {
-		s.resolve(u, c, nil, err)
+		s.resolve(u, c, nil, false, err)
 		return
 	}
 	defer resp.Body.Close()
@@ -251,25 +252,30 @@ func (s *HTTP) download(u string, c *call, stale *entry, req store.RequestInfo) 
 		return
 	}
 	if resp.StatusCode != http.StatusOK {
-		s.resolve(u, c, nil, s.statusError(http.MethodGet, u, resp.StatusCode))
+		s.resolve(u, c, nil, false, s.statusError(http.MethodGet, u, resp.StatusCode))
 		return
 	}
 	if resp.ContentLength > s.MaxFileSize {
-		s.resolve(u, c, nil, fmt.Errorf("GET %s: %d bytes, over max_file_size %d: %w", redact(u), resp.ContentLength, s.MaxFileSize, store.ErrTooLarge))
+		s.resolve(u, c, nil, false, fmt.Errorf("GET %s: %d bytes, over max_file_size %d: %w", redact(u), resp.ContentLength, s.MaxFileSize, store.ErrTooLarge))
 		return
 	}
 	f, remove, err := s.tempFile("tftp-http-get-*")
 	if err != nil {
-		s.resolve(u, c, nil, err)
+		s.resolve(u, c, nil, false, err)
 		return
 	}
 	b := newBody(f, remove, resp.ContentLength, lastModified(resp.Header, start), parseCacheMeta(resp.Header, s.ClientHeader))
-	s.resolve(u, c, b, nil)
+	s.resolve(u, c, b, false, nil)
 
 	ir := newIdleReader(ctx, resp.Body, time.Duration(s.IdleTimeout), cancel)
 	defer ir.stop()
-	err = s.copyBody(b, ir)
-	if err != nil {
+	err = s.copyBody(u, c, b, ir)
+	switch {
+	case errors.Is(err, errAbandoned):
+		if ce := s.logger.Check(zap.DebugLevel, "download stopped: no reader left"); ce != nil {
+			ce.Write(zap.String("url", redact(u)))
+		}
+	case err != nil:
 		got, _, _ := b.state()
 		err = fmt.Errorf("GET %s: broke off after %d bytes: %w: %w", redact(u), got, err, store.ErrUnavailable)
 		s.logger.Error("upstream download failed", zap.String("url", redact(u)), zap.Int("status", resp.StatusCode), zap.Error(err))
@@ -285,8 +291,13 @@ func (s *HTTP) download(u string, c *call, stale *entry, req store.RequestInfo) 
 	s.mu.Unlock()
 }
 
-// copyBody writes the response into the body's file as it arrives.
-func (s *HTTP) copyBody(b *body, r io.Reader) error {
+// errAbandoned stops a download that no reader wants any more.
+var errAbandoned = errors.New("no reader left")
+
+// copyBody writes the response into the body's file as it arrives. Without
+// a cache, a download whose readers have all gone is stopped: nobody can
+// join it any more once it is forgotten.
+func (s *HTTP) copyBody(u string, c *call, b *body, r io.Reader) error {
 	buf := make([]byte, copyBuffer)
 	var total int64
 	for {
@@ -300,6 +311,9 @@ func (s *HTTP) copyBody(b *body, r io.Reader) error {
 				return fmt.Errorf("writing the temporary file: %w", werr)
 			}
 			b.appended(int64(n))
+			if s.cache == nil && b.refs.Load() == 1 && s.abandon(u, c, b) {
+				return errAbandoned
+			}
 		}
 		if errors.Is(err, io.EOF) {
 			if b.length >= 0 && total != b.length {
@@ -313,6 +327,17 @@ func (s *HTTP) copyBody(b *body, r io.Reader) error {
 	}
 }
 
+// abandon forgets the call when the download holds the only reference.
+func (s *HTTP) abandon(u string, c *call, b *body) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b.refs.Load() != 1 {
+		return false
+	}
+	s.forget(u, c)
+	return true
+}
+
 // revalidated keeps a cached file the upstream answered 304 for.
 func (s *HTTP) revalidated(u string, c *call, stale *entry, h http.Header, now time.Time) {
 	s.mu.Lock()
@@ -321,7 +346,7 @@ func (s *HTTP) revalidated(u string, c *call, stale *entry, h http.Header, now t
 		stale.expires = stale.meta.expires(now, time.Duration(s.Cache.TTL))
 	}
 	s.mu.Unlock()
-	s.resolve(u, c, stale.body, nil)
+	s.resolve(u, c, stale.body, true, nil)
 }
 
 // tempFile creates a temporary file in TempDir and removes its name at

@@ -538,6 +538,35 @@ func TestHTTPStorePeakHeap(t *testing.T) {
 	}
 }
 
+// TestHTTPStoreAbandonedDownloadStops: without a cache, a download whose
+// only reader closed stops instead of fetching the rest of a large file.
+func TestHTTPStoreAbandonedDownloadStops(t *testing.T) {
+	const size = 1 << 30
+	up := newUpstream(t)
+	s, logs := newStore(t, up.URL+"/generated/", nil)
+	f, err := s.Open(strconv.Itoa(size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1468)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	select {
+	case sent := <-up.generated:
+		if sent >= size {
+			t.Fatalf("the upstream sent the whole %d bytes", sent)
+		}
+		t.Logf("the upstream sent %d MiB before the download stopped", sent>>20)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the download of a file nobody reads did not stop")
+	}
+	if logs.FilterMessage("download stopped: no reader left").Len() != 1 {
+		t.Errorf("no debug line for the stopped download: %v", logs.All())
+	}
+}
+
 // TestHTTPStoreReadAtAllocs: reading a block of a downloaded file, the
 // transfer engine's hot path, allocates nothing.
 func TestHTTPStoreReadAtAllocs(t *testing.T) {

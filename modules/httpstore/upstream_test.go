@@ -34,6 +34,8 @@ type upstream struct {
 	gate     chan struct{} // /gated/ responses wait for it after headers
 	stall    chan struct{} // /stall/ responses wait for it mid-body
 	stallHit chan struct{} // closed when a /stall/ response has sent its first part
+
+	generated chan int64 // bytes each /generated/ response sent, when it ends
 }
 
 type upFile struct {
@@ -56,11 +58,12 @@ type putRecord struct {
 func newUpstream(t *testing.T) *upstream {
 	t.Helper()
 	u := &upstream{
-		files:    map[string]upFile{},
-		counts:   map[string]int{},
-		gate:     make(chan struct{}),
-		stall:    make(chan struct{}),
-		stallHit: make(chan struct{}),
+		files:     map[string]upFile{},
+		counts:    map[string]int{},
+		gate:      make(chan struct{}),
+		stall:     make(chan struct{}),
+		stallHit:  make(chan struct{}),
+		generated: make(chan int64, 16),
 	}
 	u.Server = httptest.NewServer(http.HandlerFunc(u.serve))
 	t.Cleanup(func() {
@@ -171,7 +174,14 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.ParseInt(name, 10, 64)
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 		chunk := pattern(64 << 10)
-		for sent := int64(0); sent < n; {
+		sent := int64(0)
+		defer func() {
+			select {
+			case u.generated <- sent:
+			default:
+			}
+		}()
+		for sent < n {
 			k := min(n-sent, int64(len(chunk)))
 			if _, err := w.Write(chunk[:k]); err != nil {
 				return
