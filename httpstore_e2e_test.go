@@ -43,6 +43,7 @@ type goUpstream struct {
 	puts     map[string][]byte
 	lengths  map[string]int64
 	chunks   map[string][]byte // served chunked, without a length
+	sized    atomic.Int64      // GETs of sized/ files
 	chunked  bool
 	gets     atomic.Int64
 	released chan struct{}
@@ -80,6 +81,33 @@ func newGoUpstream(t *testing.T) *goUpstream {
 				n := min(len(data), 1000)
 				_, _ = w.Write(data[:n])
 				w.(http.Flusher).Flush()
+				data = data[n:]
+			}
+		case strings.HasPrefix(name, "sized/"):
+			u.sized.Add(1)
+			u.mu.Lock()
+			data, ok := u.chunks[strings.TrimPrefix(name, "sized/")]
+			u.mu.Unlock()
+			if !ok {
+				http.NotFound(w, r)
+				return
+			}
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			// The first 64 KiB, then the rest once released.
+			_, _ = w.Write(data[:64<<10])
+			w.(http.Flusher).Flush()
+			data = data[64<<10:]
+			select {
+			case <-u.released:
+			case <-r.Context().Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+			for len(data) > 0 {
+				n := min(len(data), 64<<10)
+				if _, err := w.Write(data[:n]); err != nil {
+					return
+				}
 				data = data[n:]
 			}
 		case name == "stall.bin":
@@ -502,4 +530,41 @@ func TestHTTPStoreUnknownSizeTransfers(t *testing.T) {
 		requireSameBytes(t, fmt.Sprintf("window %d, last block lost", w), got, e2ePattern(5000))
 	}
 	waitFor(t, "the transfers to end", 3*time.Second, func() bool { return len(ActiveTransfers()) == 0 })
+}
+
+// TestHTTPStoreUEFIProbeOneFetch: UEFI firmware asks for tsize, aborts
+// with ERROR 8 after the OACK, and asks again; both requests share one
+// upstream GET, with no cache configured. The upstream holds the body
+// after 64 KiB until the second request has its first block, so the
+// download is still running when the second request comes.
+func TestHTTPStoreUEFIProbeOneFetch(t *testing.T) {
+	e := startHTTPE2E(t)
+	data := randomBytes(t, 8<<20)
+	e.up.mu.Lock()
+	e.up.chunks["bootx64.efi"] = data
+	e.up.mu.Unlock()
+	server := loopback4(e.goup)
+	probe := dialRaw(t)
+	probe.send(server, appendRequest(nil, opRRQ, "sized/bootx64.efi", "octet", option{"tsize", "0"}, option{"blksize", "1468"}))
+	pkt, tid := probe.mustRecv(5 * time.Second)
+	opts, err := parseOACK(pkt)
+	if err != nil || formatOptions(opts) != fmt.Sprintf("tsize=%d blksize=1468", len(data)) {
+		t.Fatalf("want an OACK with the size, got %v (%v)", pkt, err)
+	}
+	probe.send(tid, appendError(nil, ErrCodeBadOptions, "User aborted the transfer"))
+	c := &testClient{server: server, options: []option{{"tsize", "0"}, {"blksize", "1468"}, {"windowsize", "4"}}, timeout: time.Second, retries: 3,
+		dropIn: func(op, blk uint16, n int) bool {
+			if op == opDATA && blk == 1 {
+				e.up.release()
+			}
+			return false
+		}}
+	got, err := c.get("sized/bootx64.efi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireSameBytes(t, "second request", got, data)
+	if n := e.up.sized.Load(); n != 1 {
+		t.Errorf("the probe and the read cost %d upstream GETs, want 1", n)
+	}
 }

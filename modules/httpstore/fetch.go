@@ -294,12 +294,19 @@ func (s *HTTP) download(u string, c *call, stale *entry, extra http.Header, req 
 // errAbandoned stops a download that no reader wants any more.
 var errAbandoned = errors.New("no reader left")
 
+// abandonAfter is how long a download without a cache goes on with no
+// reader before it stops. It lets a client that reads a file twice in a
+// row, like UEFI firmware (a tsize probe, then the real read), share one
+// download.
+const abandonAfter = 5 * time.Second
+
 // copyBody writes the response into the body's file as it arrives. Without
-// a cache, a download whose readers have all gone is stopped: nobody can
-// join it any more once it is forgotten.
+// a cache, a download that has had no reader for abandonAfter is stopped:
+// nobody can join it any more once it is forgotten.
 func (s *HTTP) copyBody(u string, c *call, b *body, r io.Reader) error {
 	buf := make([]byte, copyBuffer)
 	var total int64
+	var lonelySince time.Time
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
@@ -311,8 +318,16 @@ func (s *HTTP) copyBody(u string, c *call, b *body, r io.Reader) error {
 				return fmt.Errorf("writing the temporary file: %w", werr)
 			}
 			b.appended(int64(n))
-			if s.cache == nil && b.refs.Load() == 1 && s.abandon(u, c, b) {
-				return errAbandoned
+			if s.cache == nil && b.refs.Load() == 1 {
+				now := s.now()
+				switch {
+				case lonelySince.IsZero():
+					lonelySince = now
+				case now.Sub(lonelySince) >= abandonAfter && s.abandon(u, c, b):
+					return errAbandoned
+				}
+			} else {
+				lonelySince = time.Time{}
 			}
 		}
 		if errors.Is(err, io.EOF) {

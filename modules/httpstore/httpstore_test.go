@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -539,11 +540,17 @@ func TestHTTPStorePeakHeap(t *testing.T) {
 }
 
 // TestHTTPStoreAbandonedDownloadStops: without a cache, a download whose
-// only reader closed stops instead of fetching the rest of a large file.
+// only reader closed stops after abandonAfter instead of fetching the rest
+// of a large file.
 func TestHTTPStoreAbandonedDownloadStops(t *testing.T) {
 	const size = 1 << 30
 	up := newUpstream(t)
 	s, logs := newStore(t, up.URL+"/generated/", nil)
+	// Each look at the clock is a second later, so the download notices
+	// after a few chunks that it has had no reader for abandonAfter.
+	var ticks atomic.Int64
+	start := time.Now()
+	s.now = func() time.Time { return start.Add(time.Duration(ticks.Add(1)) * time.Second) }
 	f, err := s.Open(strconv.Itoa(size))
 	if err != nil {
 		t.Fatal(err)
