@@ -341,9 +341,9 @@ func ackedBlocks(blk uint16, base, next uint64) (uint64, bool) {
 	return delta, delta <= next-base
 }
 
-// sendBlock sends DATA block n (counted from 1, not wrapped). With a size
-// of -1 it reports whether the block came back short, which makes it the
-// last.
+// sendBlock sends DATA block n (counted from 1, not wrapped) and reports
+// whether it is short, which makes it the last (how the end of a file of
+// unknown size is found).
 func (t *transfer) sendBlock(src io.ReaderAt, size int64, n uint64) (short bool, err error) {
 	l, err := t.readBlock(src, size, n, t.pkt)
 	if err != nil {
