@@ -351,7 +351,7 @@ func TestHTTPStoreFirstBlockBeforeUpstreamEnds(t *testing.T) {
 
 func TestHTTPStoreErrorsOverTFTP(t *testing.T) {
 	e := startHTTPE2E(t)
-	c := &testClient{server: loopback4(e.goup), timeout: time.Second, retries: 3}
+	c := &testClient{server: loopback4(e.goup), timeout: time.Second, retries: 5}
 	for _, tc := range []struct {
 		name string
 		code ErrorCode
@@ -360,6 +360,8 @@ func TestHTTPStoreErrorsOverTFTP(t *testing.T) {
 		{"missing.bin", ErrCodeFileNotFound, "file not found"},
 		{"forbidden.bin", ErrCodeAccessViolated, "access violation"},
 		{"broken.bin", ErrCodeUndefined, "upstream unavailable"},
+		// Stalls after 4 KiB for longer than the store's idle_timeout (2s).
+		{"stall.bin", ErrCodeUndefined, "upstream unavailable"},
 	} {
 		_, err := c.get(tc.name)
 		se, ok := err.(*serverError)
