@@ -570,3 +570,49 @@ func TestHTTPStoreUEFIProbeOneFetch(t *testing.T) {
 		t.Errorf("the probe and the read cost %d upstream GETs, want 1", n)
 	}
 }
+
+// TestHTTPStoreBootStormOverTFTP: 64 clients read the same file through
+// the TFTP server at once; the upstream serves one GET and every client
+// gets the same bytes. The upstream holds the body after 64 KiB until
+// every client has its first block, so all of them are in before the
+// download ends (there is no cache).
+func TestHTTPStoreBootStormOverTFTP(t *testing.T) {
+	const clients = 64
+	e := startHTTPE2E(t)
+	data := randomBytes(t, 4<<20)
+	e.up.mu.Lock()
+	e.up.chunks["kernel"] = data
+	e.up.mu.Unlock()
+	var started atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, clients)
+	for i := range clients {
+		wg.Go(func() {
+			first := true
+			c := &testClient{server: loopback4(e.goup), options: []option{{"blksize", "65464"}, {"windowsize", "4"}}, timeout: 2 * time.Second, retries: 5,
+				dropIn: func(op, blk uint16, n int) bool {
+					if op == opDATA && blk == 1 && first {
+						first = false
+						if started.Add(1) == clients {
+							e.up.release()
+						}
+					}
+					return false
+				}}
+			got, err := c.get("sized/kernel")
+			if err == nil && !bytes.Equal(got, data) {
+				err = fmt.Errorf("%d bytes differ from the %d sent", len(got), len(data))
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("client %d: %v", i, err)
+		}
+	}
+	if n := e.up.sized.Load(); n != 1 {
+		t.Errorf("%d clients cost %d upstream GETs, want 1", clients, n)
+	}
+}

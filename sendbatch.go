@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/caddy-tftp/tftp/store"
+
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 )
@@ -65,13 +67,26 @@ func (b *sendBatch) release() {
 // sendBlocks sends blocks first..last (counted from 1) in as few calls as
 // the batch allows. It stops after a block that comes back short, the
 // last of the file, and returns its number (0 when every block was full).
+// For a file whose bytes are still arriving, the blocks already gathered
+// leave before a read that would wait, so the first block of a window is
+// never held back by the ones after it.
 func (t *transfer) sendBlocks(src io.ReaderAt, size int64, first, last uint64) (short uint64, err error) {
 	b := t.batch
 	bs := int64(t.params.blockSize)
+	growing, _ := src.(store.GrowingFile)
 	for first <= last && short == 0 {
 		n := 0
 		for ; n < len(b.msgs) && first+uint64(n) <= last; n++ {
 			blk := first + uint64(n)
+			if n > 0 && growing != nil {
+				end := int64(blk) * bs
+				if size >= 0 {
+					end = min(end, size)
+				}
+				if end > growing.Arrived() {
+					break // send what is gathered, then wait for this block
+				}
+			}
 			l, err := t.readBlock(src, size, blk, b.bufs[n])
 			if err != nil {
 				return 0, err

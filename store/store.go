@@ -55,6 +55,16 @@ type File interface {
 	Close() error
 }
 
+// GrowingFile is implemented by files whose bytes are still arriving
+// (streamed from elsewhere). Arrived returns how many bytes from the start
+// can be read now without waiting; the server sends the blocks it has
+// before it waits for the next one. It must be cheap: it is called once per
+// block.
+type GrowingFile interface {
+	File
+	Arrived() int64
+}
+
 // RequestInfo describes the request a file is opened for.
 type RequestInfo struct {
 	// Client is the address and port of the client, or the zero value when

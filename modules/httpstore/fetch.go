@@ -145,6 +145,12 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 // the file was opened with NeedSize, or else -1.
 func (f *file) Size() int64 { return f.size }
 
+// Arrived implements store.GrowingFile: the bytes downloaded so far.
+func (f *file) Arrived() int64 {
+	n, _, _ := f.b.state()
+	return n
+}
+
 // ModTime implements store.File: the upstream's Last-Modified, or the time
 // the download started.
 func (f *file) ModTime() time.Time { return f.b.modTime }
@@ -389,4 +395,4 @@ func (s *HTTP) invalidate(u string) {
 	}
 }
 
-var _ store.File = (*file)(nil)
+var _ store.GrowingFile = (*file)(nil)
