@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,7 +36,8 @@ type upstream struct {
 	stall    chan struct{} // /stall/ responses wait for it mid-body
 	stallHit chan struct{} // closed when a /stall/ response has sent its first part
 
-	generated chan int64 // bytes each /generated/ response sent, when it ends
+	generated chan int64  // bytes each /generated/ response sent, when it ends
+	unstalled atomic.Bool // a /stall/ response has gone past its stall
 }
 
 type upFile struct {
@@ -152,6 +154,7 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-time.After(10 * time.Second):
 		}
+		u.unstalled.Store(true)
 		_, _ = w.Write(data[4096:])
 	case "broken":
 		// Announces the whole length, sends half, and drops the connection.
