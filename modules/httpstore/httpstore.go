@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -219,6 +220,8 @@ func (s *HTTP) Provision(ctx caddy.Context) error {
 		s.TempDir = os.TempDir()
 	}
 	switch {
+	case !validMethod(s.UploadMethod):
+		return fmt.Errorf("upload_method %q is not an HTTP method", s.UploadMethod)
 	case s.DialTimeout < 0, s.ResponseHeaderTimeout < 0, s.IdleTimeout < 0:
 		return errors.New("timeouts must not be negative")
 	case s.MaxFileSize < 0:
@@ -348,6 +351,19 @@ func (s *HTTP) Limits() (maxBytes, maxFileSize int64) {
 		maxBytes = s.cache.max
 	}
 	return maxBytes, s.MaxFileSize
+}
+
+// validMethod reports whether m is an HTTP method token (RFC 9110 5.6.2).
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, c := range m {
+		if c > 0x7e || c <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c) {
+			return false
+		}
+	}
+	return true
 }
 
 // statusError maps an upstream status to a store error, and logs it.

@@ -605,6 +605,7 @@ func TestHTTPStoreProvisionErrors(t *testing.T) {
 		{},
 		{URL: "http://h/no-slash"},
 		{URL: "http://h/", IdleTimeout: -1},
+		{URL: "http://h/", UploadMethod: "PU T"},
 		{URL: "http://h/", TempDir: "/nonexistent/dir"},
 		{URL: "http://h/", TLS: &TLSConfig{CA: "/nonexistent.pem"}},
 		{URL: "http://h/", TLS: &TLSConfig{ClientCertificate: "c.pem"}},
