@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -94,7 +95,12 @@ func (s *HTTP) doContext(ctx context.Context, method, u string, body io.Reader, 
 		}
 	}
 	for name, vals := range s.Headers {
-		r.Header[http.CanonicalHeaderKey(name)] = vals
+		name = http.CanonicalHeaderKey(name)
+		if name == "Host" && len(vals) > 0 {
+			r.Host = vals[0] // Go sends r.Host, not a Host header
+			continue
+		}
+		r.Header[name] = vals
 	}
 	r.Header.Set("Accept-Encoding", "identity")
 	if s.ClientHeader != "-" && info.Client.IsValid() {
@@ -105,6 +111,11 @@ func (s *HTTP) doContext(ctx context.Context, method, u string, body io.Reader, 
 	}
 	resp, err := s.client.Do(r)
 	if err != nil {
+		// url.Error repeats the URL, password included.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		err = fmt.Errorf("%s %s: %w: %w", method, redact(u), err, store.ErrUnavailable)
 		s.logger.Error("upstream request failed", zap.String("method", method), zap.String("url", redact(u)), zap.Error(err))
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"net/http"
 	"net/netip"
 	"runtime"
 	"strconv"
@@ -48,7 +49,9 @@ func TestHTTPStoreReadsAndSendsClient(t *testing.T) {
 	up := newUpstream(t)
 	data := pattern(10000)
 	up.set("dir/f.bin", upFile{data: data})
-	s, _ := newStore(t, up.URL+"/files/", nil)
+	s, _ := newStore(t, up.URL+"/files/", func(s *HTTP) {
+		s.Headers = http.Header{"host": {"boot.example"}, "X-Extra": {"1"}}
+	})
 	f, err := s.OpenFor("dir/f.bin", testClient)
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +69,9 @@ func TestHTTPStoreReadsAndSendsClient(t *testing.T) {
 	up.mu.Unlock()
 	if h.Get("X-TFTP-Client") != "192.0.2.7:2001" {
 		t.Errorf("X-TFTP-Client = %q", h.Get("X-TFTP-Client"))
+	}
+	if h.Get("X-Seen-Host") != "boot.example" || h.Get("X-Extra") != "1" {
+		t.Errorf("configured headers: Host %q, X-Extra %q", h.Get("X-Seen-Host"), h.Get("X-Extra"))
 	}
 	if h.Get("Accept-Encoding") != "identity" {
 		t.Errorf("Accept-Encoding = %q, want identity (no transparent gunzip)", h.Get("Accept-Encoding"))
@@ -275,6 +281,10 @@ func TestHTTPStoreErrors(t *testing.T) {
 	s4, _ := newStore(t, deadURL+"/files/", nil)
 	if _, err := s4.Open("f"); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("refused connection: %v", err)
+	}
+	s5, _ := newStore(t, strings.Replace(deadURL, "http://", "http://user:s3cret@", 1)+"/files/", nil)
+	if _, err := s5.Open("f"); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("refused connection with a password in the URL: %v", err)
 	}
 
 	if _, err := s.List(); !errors.Is(err, store.ErrNotSupported) || !strings.Contains(err.Error(), "http store") {

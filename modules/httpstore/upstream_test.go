@@ -106,7 +106,9 @@ func (u *upstream) count(method, path string) int {
 func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	u.mu.Lock()
 	u.counts[r.Method+" "+r.URL.Path]++
-	u.headers = append(u.headers, r.Header.Clone())
+	h := r.Header.Clone()
+	h.Set("X-Seen-Host", r.Host)
+	u.headers = append(u.headers, h)
 	u.mu.Unlock()
 	parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2)
 	if len(parts) < 2 {
