@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/standard"
 )
 
@@ -621,4 +622,53 @@ func TestHTTPStoreBootStormOverTFTP(t *testing.T) {
 	if n := e.up.sized.Load(); n != 1 {
 		t.Errorf("%d clients cost %d upstream GETs, want 1", clients, n)
 	}
+}
+
+// TestHTTPStoreStopWakesWaitingRead: a read waiting for a silent upstream
+// (idle_timeout one minute) ends with "server shutting down" once the
+// grace period of a stopped server is over, not after the idle timeout.
+func TestHTTPStoreStopWakesWaitingRead(t *testing.T) {
+	up := newGoUpstream(t)
+	port := freePort(t)
+	startCaddy(t, tftpCaddyfile(lines(
+		"grace_period 200ms",
+		fmt.Sprintf("store s http {\nurl %s/\nidle_timeout 1m\n}", up.URL),
+		fmt.Sprintf("listen 127.0.0.1:%d", port),
+	)))
+	firstBlock := make(chan struct{})
+	var once sync.Once
+	done := make(chan error, 1)
+	go func() {
+		c := &testClient{server: loopback4(port), timeout: time.Second, retries: 30,
+			dropIn: func(op, blk uint16, n int) bool {
+				if op == opDATA && blk == 1 {
+					once.Do(func() { close(firstBlock) })
+				}
+				return false
+			}}
+		_, err := c.get("stall.bin")
+		done <- err
+	}()
+	select {
+	case <-firstBlock:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no first block")
+	}
+	start := time.Now()
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		se, ok := err.(*serverError)
+		if !ok || se.code != ErrCodeUndefined || se.msg != "server shutting down" {
+			t.Fatalf("read during shutdown: %v, want ERROR 0 \"server shutting down\"", err)
+		}
+		t.Logf("the waiting read ended %v after the stop", time.Since(start).Round(time.Millisecond))
+	case <-time.After(3 * time.Second):
+		// The upstream stalls for 5s; only the stop can end the read
+		// sooner.
+		t.Fatal("the read waiting for the upstream was not ended by the stop")
+	}
+	up.release()
 }

@@ -511,6 +511,11 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 		f, src, size, err = s.openForRead(name, netascii, s.requestInfo(&req, peer))
 		if f != nil {
 			defer f.Close()
+			if g, ok := f.(store.GrowingFile); ok {
+				// A read waiting for bytes that have not arrived yet is
+				// woken when the server's transfers are cancelled.
+				defer context.AfterFunc(s.transferCtx, func() { _ = g.Close() })()
+			}
 		}
 		params = negotiate(&req, s.policy, size)
 	} else {

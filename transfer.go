@@ -370,6 +370,9 @@ func (t *transfer) readBlock(src io.ReaderAt, size int64, n uint64, buf []byte) 
 	if l > 0 {
 		k, err := src.ReadAt(buf[headerLen:headerLen+l], off)
 		if err != nil && !errors.Is(err, io.EOF) {
+			if t.ctx.Err() != nil {
+				return 0, t.abort(errStopping) // the file was closed to wake the read
+			}
 			return 0, t.abort(fmt.Errorf("reading block %d: %w", n, err))
 		}
 		if size < 0 {

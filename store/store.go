@@ -59,7 +59,9 @@ type File interface {
 // (streamed from elsewhere). Arrived returns how many bytes from the start
 // can be read now without waiting; the server sends the blocks it has
 // before it waits for the next one. It must be cheap: it is called once per
-// block.
+// block. Close may be called while a ReadAt waits, and more than once: the
+// waiting ReadAt then returns an error at once (the server does this when
+// it stops).
 type GrowingFile interface {
 	File
 	Arrived() int64

@@ -81,15 +81,24 @@ func (b *body) finish(err error) {
 	b.grown.Broadcast()
 }
 
-// wait blocks until the file holds the bytes before end or the download
-// has ended, and returns how much it holds.
-func (b *body) wait(end int64) (written int64, done bool, err error) {
+// wait blocks until the file holds the bytes before end, the download has
+// ended, or stop (when not nil) is raised, and returns how much it holds.
+func (b *body) wait(end int64, stop *atomic.Bool) (written int64, done bool, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for b.written < end && !b.done {
+	for b.written < end && !b.done && (stop == nil || !stop.Load()) {
 		b.grown.Wait()
 	}
 	return b.written, b.done, b.err
+}
+
+// wake makes every wait check its stop flag again. Taking the lock first
+// means a waiter has either not checked the flag yet (and will see it) or
+// is already waiting (and gets the broadcast).
+func (b *body) wake() {
+	b.mu.Lock()
+	b.grown.Broadcast()
+	b.mu.Unlock()
 }
 
 // state returns the progress without waiting.
@@ -117,7 +126,10 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 	if end < off {
 		end = maxOffset
 	}
-	written, done, err := f.b.wait(end)
+	written, done, err := f.b.wait(end, &f.closed)
+	if f.closed.Load() && written < end && !done {
+		return 0, fs.ErrClosed
+	}
 	if written <= off {
 		if err != nil {
 			return 0, err
@@ -155,9 +167,11 @@ func (f *file) Arrived() int64 {
 // the download started.
 func (f *file) ModTime() time.Time { return f.b.modTime }
 
-// Close implements store.File.
+// Close implements store.File and store.GrowingFile: a ReadAt waiting for
+// bytes returns fs.ErrClosed at once. Closing twice does nothing.
 func (f *file) Close() error {
 	if f.closed.CompareAndSwap(false, true) {
+		f.b.wake()
 		f.b.release()
 	}
 	return nil

@@ -281,7 +281,7 @@ func (s *HTTP) OpenFor(name string, req store.RequestInfo) (store.File, error) {
 	if size < 0 && req.NeedSize {
 		// The client needs the size first: wait for the whole file, which
 		// MaxFileSize bounds.
-		n, _, err := b.wait(maxOffset)
+		n, _, err := b.wait(maxOffset, nil)
 		if err != nil {
 			b.release()
 			return nil, err

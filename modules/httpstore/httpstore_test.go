@@ -667,3 +667,38 @@ func TestHTTPStoreCaddyfile(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPStoreCloseWakesReadAt: closing a file wakes a ReadAt that waits
+// for bytes a stalled upstream has not sent.
+func TestHTTPStoreCloseWakesReadAt(t *testing.T) {
+	up := newUpstream(t)
+	up.set("f", upFile{data: pattern(100000)})
+	s, _ := newStore(t, up.URL+"/stall/", nil)
+	f, err := s.Open("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-up.stallHit
+	got := make(chan error, 1)
+	go func() {
+		_, err := f.ReadAt(make([]byte, 512), 50000)
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("ReadAt beyond the stall returned early: %v", err)
+	default:
+	}
+	f.Close()
+	select {
+	case err := <-got:
+		if !errors.Is(err, fs.ErrClosed) {
+			t.Fatalf("ReadAt woken by Close: %v, want fs.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not wake the waiting ReadAt")
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
