@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -209,6 +210,9 @@ func describeStore(name string, st store.Store) storeEntry {
 // computed from one snapshot, so name, size, time and hash always agree.
 func (a *adminAPI) listFiles(w http.ResponseWriter, r *http.Request, st store.Store) error {
 	list, err := st.List()
+	if errors.Is(err, store.ErrNotSupported) {
+		return caddy.APIError{HTTPStatus: http.StatusNotImplemented, Err: fmt.Errorf("listing files: %w", err)}
+	}
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: fmt.Errorf("listing files: %w", err)}
 	}
@@ -238,21 +242,48 @@ func (a *adminAPI) listFiles(w http.ResponseWriter, r *http.Request, st store.St
 // hashFile returns the hex SHA-256 of a snapshot.
 func hashFile(f store.File) (string, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, f.Size())); err != nil {
+	if _, err := io.Copy(h, fileReader(f)); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// fileReader reads a file from its start to its end, also when its size is
+// not known up front.
+func fileReader(f store.File) *io.SectionReader {
+	size := f.Size()
+	if size < 0 {
+		size = math.MaxInt64 - 1
+	}
+	return io.NewSectionReader(f, 0, size)
+}
+
 // getFile answers GET and HEAD of a file, with range and conditional
 // request support.
+// A file whose size the store cannot learn up front is sent whole,
+// without range support.
 func (a *adminAPI) getFile(w http.ResponseWriter, r *http.Request, st store.Store, name string) error {
-	f, err := st.Open(name)
+	var f store.File
+	var err error
+	if ro, ok := st.(store.RequestOpener); ok {
+		f, err = ro.OpenFor(name, store.RequestInfo{NeedSize: true})
+	} else {
+		f, err = st.Open(name)
+	}
 	if err != nil {
 		return storeAPIError(err, name)
 	}
 	defer f.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")
+	if f.Size() < 0 {
+		if !f.ModTime().IsZero() {
+			w.Header().Set("Last-Modified", f.ModTime().UTC().Format(http.TimeFormat))
+		}
+		if r.Method != http.MethodHead {
+			_, _ = io.Copy(w, fileReader(f))
+		}
+		return nil
+	}
 	http.ServeContent(w, r, "", f.ModTime(), io.NewSectionReader(f, 0, f.Size()))
 	return nil
 }
@@ -344,6 +375,10 @@ func storeAPIError(err error, name string) error {
 		status = http.StatusRequestEntityTooLarge
 	case errors.Is(err, fs.ErrPermission):
 		status = http.StatusForbidden
+	case errors.Is(err, store.ErrNotSupported):
+		status = http.StatusNotImplemented
+	case errors.Is(err, store.ErrUnavailable):
+		status = http.StatusBadGateway
 	}
 	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf("%s: %w", name, err)}
 }

@@ -6,5 +6,6 @@ package tftp
 import (
 	_ "github.com/caddy-tftp/tftp/modules/caddystorage"
 	_ "github.com/caddy-tftp/tftp/modules/filesystem"
+	_ "github.com/caddy-tftp/tftp/modules/httpstore"
 	_ "github.com/caddy-tftp/tftp/modules/proxydhcp"
 )

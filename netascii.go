@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"errors"
 	"io"
 	"io/fs"
 	"sort"
@@ -103,16 +104,27 @@ type netasciiReader struct {
 }
 
 // newNetasciiReader reads src once to learn the size of its netascii form
-// (which tsize reports) and where to resume reading later.
+// (which tsize reports) and where to resume reading later. A rawSize of -1
+// (not known) reads src up to io.EOF.
 func newNetasciiReader(src io.ReaderAt, rawSize int64) (*netasciiReader, error) {
 	r := &netasciiReader{src: src, buf: make([]byte, netasciiMarkEvery)}
 	var m netasciiMark
-	for m.raw < rawSize {
-		r.marks = append(r.marks, m)
-		n, err := src.ReadAt(r.buf[:min(int64(len(r.buf)), rawSize-m.raw)], m.raw)
+	for rawSize < 0 || m.raw < rawSize {
+		want := int64(len(r.buf))
+		if rawSize >= 0 {
+			want = min(want, rawSize-m.raw)
+		}
+		n, err := src.ReadAt(r.buf[:want], m.raw)
+		if n == 0 && errors.Is(err, io.EOF) && rawSize < 0 {
+			break
+		}
 		if n == 0 && err != nil {
 			return nil, err
 		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		r.marks = append(r.marks, m)
 		m.enc += netasciiSize(r.buf[:n])
 		m.raw += int64(n)
 	}

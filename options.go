@@ -38,7 +38,8 @@ type transferParams struct {
 // left out of the OACK, so the client falls back to the RFC 1350 default for
 // them. A blksize or windowsize above the server's cap is lowered to the
 // cap, as RFC 2348 and RFC 7440 allow. readSize is the size of the file
-// being read, or -1 for a write.
+// being read, or -1 when it is not known (tsize is then left out of the
+// OACK); it is ignored for a write.
 func negotiate(req *request, pol negotiationPolicy, readSize int64) transferParams {
 	p := transferParams{
 		blockSize:  defaultBlockSize,
@@ -80,9 +81,10 @@ func negotiate(req *request, pol negotiationPolicy, readSize int64) transferPara
 				continue
 			}
 			seen |= 4
-			if readSize >= 0 {
+			if req.op != opWRQ {
 				// curl rejects an OACK carrying "tsize 0", so an empty
-				// file is sent without the option.
+				// file is sent without the option; a file of unknown
+				// size (streamed from elsewhere) is sent without it too.
 				if readSize > 0 {
 					p.oack = append(p.oack, option{"tsize", strconv.FormatInt(readSize, 10)})
 				}

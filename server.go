@@ -600,14 +600,19 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 	)
 	if req.op == opRRQ {
 		var f store.File
-		f, src, size, err = s.openForRead(name, netascii)
+		f, src, size, err = s.openForRead(name, netascii, s.requestInfo(&req, peer))
 		if f != nil {
 			defer f.Close()
+			if g, ok := f.(store.GrowingFile); ok {
+				// A read waiting for bytes that have not arrived yet is
+				// woken when the server's transfers are cancelled.
+				defer context.AfterFunc(s.transferCtx, func() { _ = g.Close() })()
+			}
 		}
 		params = negotiate(&req, s.policy, size)
 	} else {
 		params = negotiate(&req, s.policy, -1)
-		up, err = s.store.Create(name, store.CreateOptions{Overwrite: !s.NoOverwrite, Size: params.tsize})
+		up, err = s.store.Create(name, store.CreateOptions{Overwrite: !s.NoOverwrite, Size: params.tsize, Request: s.requestInfo(&req, peer)})
 	}
 	if err != nil {
 		// Release the client's address first, so a request it sends as
@@ -681,10 +686,21 @@ func (s *Server) runTransfer(l *listener, at *activeTransfer, req request, netas
 	}
 }
 
+// requestInfo describes a request to the stores that want to know who asks.
+func (s *Server) requestInfo(req *request, peer netip.AddrPort) store.RequestInfo {
+	_, tsize := req.option("tsize")
+	return store.RequestInfo{Client: peer, Server: s.name, NeedSize: tsize && !s.DisableOptions}
+}
+
 // openForRead opens a file for a read request, translated if the mode is
-// netascii. The caller closes f when it is not nil.
-func (s *Server) openForRead(name string, netascii bool) (f store.File, src io.ReaderAt, size int64, err error) {
-	f, err = s.store.Open(name)
+// netascii. The caller closes f when it is not nil. The size is -1 when the
+// store streams a file whose length it does not know yet.
+func (s *Server) openForRead(name string, netascii bool, info store.RequestInfo) (f store.File, src io.ReaderAt, size int64, err error) {
+	if ro, ok := s.store.(store.RequestOpener); ok {
+		f, err = ro.OpenFor(name, info)
+	} else {
+		f, err = s.store.Open(name)
+	}
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -730,7 +746,8 @@ func listenTransfer(local netip.Addr, peer netip.AddrPort, params transferParams
 
 // toNetascii translates a file for a netascii read. In-memory snapshots
 // keep their translation, so concurrent readers of one version share it;
-// other files are translated as they are read, never copied whole.
+// other files are translated as they are read, never copied whole. A file
+// of unknown size is read to its end first, to learn the translated size.
 func toNetascii(f store.File) (io.ReaderAt, int64, error) {
 	if s, ok := f.(*store.Snapshot); ok {
 		a := s.Derived(netasciiEncode)

@@ -21,6 +21,8 @@ func errorCodeFor(err error) (ErrorCode, string) {
 		return ErrCodeDiskFull, "disk full or allocation exceeded"
 	case errors.Is(err, fs.ErrPermission):
 		return ErrCodeAccessViolated, "access violation"
+	case errors.Is(err, store.ErrUnavailable):
+		return ErrCodeUndefined, "upstream unavailable"
 	default:
 		return ErrCodeUndefined, "internal server error"
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"sync/atomic"
@@ -285,8 +286,14 @@ func (t *transfer) checkRate() error {
 	return nil
 }
 
+// unknownLast stands for the number of the last block while a read's size
+// is not known: the block that comes back short from the file is the last.
+const unknownLast = math.MaxUint64
+
 // serveRead sends size bytes of src, a window of blocks at a time (RFC 7440;
-// a window of one is RFC 1350 lock-step).
+// a window of one is RFC 1350 lock-step). A size of -1 means the length is
+// not known up front (a file streamed from elsewhere): blocks are read as
+// they come, and the first short one is the last.
 func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 	if len(t.params.oack) > 0 {
 		if err := t.awaitOACKAck(); err != nil {
@@ -294,7 +301,10 @@ func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 		}
 	}
 	bs := int64(t.params.blockSize)
-	last := uint64(size/bs) + 1 // a multiple of bs ends with an empty block
+	last := uint64(unknownLast)
+	if size >= 0 {
+		last = uint64(size/bs) + 1 // a multiple of bs ends with an empty block
+	}
 	window := uint64(t.params.windowSize)
 	base, next := uint64(1), uint64(1) // first unacknowledged, next to send
 	retries := 0
@@ -307,14 +317,26 @@ func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 				t.markFinishing()
 			}
 			if t.batch != nil {
-				if err := t.sendBlocks(src, size, next, end); err != nil {
+				short, err := t.sendBlocks(src, size, next, end)
+				if err != nil {
 					return err
 				}
 				next = end + 1
+				if short != 0 {
+					last, end, next = short, short, short+1
+					t.markFinishing()
+				}
 			}
 			for ; next <= end; next++ {
-				if err := t.sendBlock(src, size, next); err != nil {
+				short, err := t.sendBlock(src, size, next)
+				if err != nil {
 					return err
+				}
+				if short {
+					last = next
+					t.markFinishing()
+					next++
+					break
 				}
 			}
 			deadline = time.Now().Add(t.wait(retries))
@@ -376,23 +398,45 @@ func ackedBlocks(blk uint16, base, next uint64) (uint64, bool) {
 	return delta, delta <= next-base
 }
 
-// sendBlock sends DATA block n (counted from 1, not wrapped).
-func (t *transfer) sendBlock(src io.ReaderAt, size int64, n uint64) error {
-	bs := int64(t.params.blockSize)
-	off := int64(n-1) * bs
-	l := min(bs, size-off)
-	pkt := t.pkt[:headerLen+l]
-	putDataHeader(pkt, uint16(n))
-	if l > 0 {
-		if _, err := src.ReadAt(pkt[headerLen:], off); err != nil && !errors.Is(err, io.EOF) {
-			return t.abort(fmt.Errorf("reading block %d: %w", n, err))
-		}
+// sendBlock sends DATA block n (counted from 1, not wrapped) and reports
+// whether it is short, which makes it the last (how the end of a file of
+// unknown size is found).
+func (t *transfer) sendBlock(src io.ReaderAt, size int64, n uint64) (short bool, err error) {
+	l, err := t.readBlock(src, size, n, t.pkt)
+	if err != nil {
+		return false, err
 	}
-	if err := t.send(pkt); err != nil {
-		return err
+	if err := t.send(t.pkt[:headerLen+l]); err != nil {
+		return false, err
 	}
 	t.countSent(n, l)
-	return nil
+	return l < int64(t.params.blockSize), nil
+}
+
+// readBlock fills buf with DATA block n and returns the payload length.
+// A file of unknown size (-1) is read a whole block at a time; a read that
+// ends early at io.EOF gives the last block.
+func (t *transfer) readBlock(src io.ReaderAt, size int64, n uint64, buf []byte) (int64, error) {
+	bs := int64(t.params.blockSize)
+	off := int64(n-1) * bs
+	l := bs
+	if size >= 0 {
+		l = min(bs, size-off)
+	}
+	putDataHeader(buf, uint16(n))
+	if l > 0 {
+		k, err := src.ReadAt(buf[headerLen:headerLen+l], off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			if t.ctx.Err() != nil {
+				return 0, t.abort(errStopping) // the file was closed to wake the read
+			}
+			return 0, t.abort(fmt.Errorf("reading block %d: %w", n, err))
+		}
+		if size < 0 {
+			l = int64(k)
+		}
+	}
+	return l, nil
 }
 
 // countSent counts a block's bytes the first time it is sent; resends are
