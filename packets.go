@@ -72,6 +72,17 @@ type request struct {
 	options  []option
 }
 
+// option returns the value of the named option and whether it was present.
+// The first occurrence wins when a client repeats an option.
+func (r *request) option(name string) (string, bool) {
+	for _, o := range r.options {
+		if o.name == name {
+			return o.value, true
+		}
+	}
+	return "", false
+}
+
 // parseRequest decodes an RRQ or WRQ datagram.
 func parseRequest(b []byte) (request, error) {
 	var req request

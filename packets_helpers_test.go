@@ -4,16 +4,6 @@ package tftp
 
 import "encoding/binary"
 
-// option returns the value of the named option and whether it was present.
-// The first occurrence wins when a client repeats an option.
-func (r *request) option(name string) (string, bool) {
-	for _, o := range r.options {
-		if o.name == name {
-			return o.value, true
-		}
-	}
-	return "", false
-}
 
 // appendRequest encodes an RRQ or WRQ.
 func appendRequest(dst []byte, op uint16, filename, mode string, opts ...option) []byte {
