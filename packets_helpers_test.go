@@ -4,7 +4,6 @@ package tftp
 
 import "encoding/binary"
 
-
 // appendRequest encodes an RRQ or WRQ.
 func appendRequest(dst []byte, op uint16, filename, mode string, opts ...option) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, op)
