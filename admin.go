@@ -412,3 +412,57 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 
 // Interface guards
 var _ caddy.AdminRouter = (*adminAPI)(nil)
+
+// TransferInfo describes a transfer in progress, for the admin API.
+type TransferInfo struct {
+	Server    string `json:"server"`
+	Listen    string `json:"listen"`
+	Remote    string `json:"remote"`
+	File      string `json:"file"`
+	Direction string `json:"direction"`
+	Mode      string `json:"mode"`
+	Bytes     int64  `json:"bytes"`
+	// Size is the file's size where it is known: a read's file size (its
+	// netascii size for a netascii read) or the size a write declared with
+	// the tsize option. It is -1 when unknown.
+	Size       int64     `json:"size"`
+	BlockSize  int       `json:"block_size"`
+	WindowSize int       `json:"window_size"`
+	Start      time.Time `json:"start"`
+}
+
+// ActiveTransfers lists the transfers in progress on every listener of the
+// process, oldest first. Transfers that started under an older config are
+// included: they run on until they finish or their grace period ends.
+func ActiveTransfers() []TransferInfo {
+	var out []TransferInfo
+	listeners.Range(func(_, v any) bool {
+		l := v.(*listener)
+		l.mu.Lock()
+		for _, at := range l.active {
+			info := TransferInfo{
+				Server:     at.server,
+				Listen:     l.addr.String(),
+				Remote:     unmapAddrPort(at.remote).String(),
+				File:       at.file,
+				Direction:  at.direction,
+				Mode:       at.mode,
+				BlockSize:  defaultBlockSize,
+				WindowSize: 1,
+				Size:       -1,
+				Start:      at.start,
+			}
+			if t := at.xfer.Load(); t != nil {
+				info.Bytes = t.bytes.Load()
+				info.Size = t.size
+				info.BlockSize = t.params.blockSize
+				info.WindowSize = t.params.windowSize
+			}
+			out = append(out, info)
+		}
+		l.mu.Unlock()
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
+	return out
+}

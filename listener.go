@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -24,7 +25,7 @@ const listenReadBuffer = 4 << 20
 // requestHandler is what a listener hands each request datagram to: the
 // server of the config that is current now.
 type requestHandler interface {
-	handleRequest(l *listener, pkt []byte, remote netip.AddrPort, local netip.Addr)
+	handleRequest(in inbound)
 }
 
 // listener is a shared listening socket with a single reader goroutine.
@@ -58,22 +59,6 @@ type listener struct {
 	dallyCount   atomic.Int32
 	dallyAck     []byte // used by the reader goroutine only
 }
-
-// claimLimits bound the transfers a listener accepts; zero means no limit.
-type claimLimits struct {
-	total   int
-	perHost int
-}
-
-// claimResult says why a request was or was not accepted.
-type claimResult int
-
-const (
-	claimed claimResult = iota
-	claimDuplicate
-	claimOverTotal
-	claimOverHost
-)
 
 // handlerBox lets an interface value live in an atomic.Pointer.
 type handlerBox struct{ h requestHandler }
@@ -216,7 +201,7 @@ func (l *listener) serve(logger *zap.Logger) {
 		}
 		l.handoff.Lock()
 		if box := l.handler.Load(); box != nil {
-			l.dispatch(logger, box.h, buf[:n], remote, local)
+			l.dispatch(logger, box.h, inbound{pkt: buf[:n], remote: remote, local: local, port: l})
 		}
 		l.handoff.Unlock()
 	}
@@ -224,13 +209,18 @@ func (l *listener) serve(logger *zap.Logger) {
 
 // dispatch hands a request to the handler; a panic while handling one
 // request is logged and never stops the listener.
-func (l *listener) dispatch(logger *zap.Logger, h requestHandler, pkt []byte, remote netip.AddrPort, local netip.Addr) {
+func (l *listener) dispatch(logger *zap.Logger, h requestHandler, in inbound) {
 	defer func() {
 		if r := recover(); r != nil {
-			logger.Error("panic handling request", zap.Stringer("remote", unmapAddrPort(remote)), zap.Any("panic", r), zap.StackSkip("stack", 2))
+			logger.Error("panic handling request", zap.Stringer("remote", unmapAddrPort(in.remote)), zap.Any("panic", r), zap.StackSkip("stack", 2))
 		}
 	}()
-	h.handleRequest(l, pkt, remote, local)
+	h.handleRequest(in)
+}
+
+// inbox implements requestPort.
+func (l *listener) inbox(remote netip.AddrPort, local netip.Addr) inboxConn {
+	return newMuxConn(l.conn, l.addr.Addr(), remote, local)
 }
 
 // deliverToTransfer passes a packet to the single-port transfer of its
@@ -269,7 +259,7 @@ func (l *listener) claim(at *activeTransfer, limits claimLimits) (result claimRe
 		// transfer has moved its last block, the client can only be
 		// starting a new one from a reused port, so the old transfer
 		// gives up the address.
-		if !prev.finished.Load() && !prev.finishing.Load() {
+		if !prev.finished.Load() && !prev.finishing() {
 			return claimDuplicate, nil
 		}
 		l.removeLocked(prev)
@@ -301,7 +291,7 @@ func (l *listener) longestStalledLocked(host netip.Addr) *activeTransfer {
 		oldest int64
 	)
 	for _, at := range l.active {
-		if at.remote.Addr().Unmap() != host || at.finishing.Load() || at.finished.Load() {
+		if at.remote.Addr().Unmap() != host || at.finishing() || at.finished.Load() {
 			continue
 		}
 		t := at.xfer.Load()
@@ -336,4 +326,77 @@ func (l *listener) removeLocked(at *activeTransfer) {
 }
 
 // Interface guards
-var _ caddy.Destructor = (*listener)(nil)
+var (
+	_ caddy.Destructor = (*listener)(nil)
+	_ requestPort      = (*listener)(nil)
+)
+
+// dallyEntry is the end of a single-port upload, remembered by the
+// listener so a retransmitted last DATA block gets its ACK again.
+type dallyEntry struct {
+	block   uint16
+	local   netip.Addr
+	until   time.Time
+	lastAck time.Time
+}
+
+// addDally remembers the end of a single-port upload for d.
+// Expired entries are swept when the table has doubled since the last
+// sweep (or is full), so the cost per upload stays constant.
+func (l *listener) addDally(remote netip.AddrPort, local netip.Addr, block uint16, d time.Duration) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dallies == nil {
+		l.dallies = make(map[netip.AddrPort]dallyEntry)
+	}
+	if len(l.dallies) >= min(l.dallySweepAt, maxDallies) {
+		for k, e := range l.dallies {
+			if now.After(e.until) {
+				delete(l.dallies, k)
+			}
+		}
+		l.dallySweepAt = max(64, 2*len(l.dallies))
+	}
+	if len(l.dallies) >= maxDallies {
+		return
+	}
+	l.dallies[remote] = dallyEntry{block: block, local: local, until: now.Add(d)}
+	l.dallyCount.Store(int32(len(l.dallies)))
+}
+
+// answerDally answers a DATA packet from a client whose single-port upload
+// has ended, and reports whether the packet belonged to such an upload.
+func (l *listener) answerDally(remote netip.AddrPort, pkt []byte, local netip.Addr) bool {
+	if l.dallyCount.Load() == 0 || opcode(pkt) != opDATA {
+		return false
+	}
+	blk, _, ok := parseBlockPacket(pkt)
+	if !ok {
+		return false
+	}
+	now := time.Now()
+	l.mu.Lock()
+	e, found := l.dallies[remote]
+	switch {
+	case !found:
+		l.mu.Unlock()
+		return false
+	case now.After(e.until):
+		delete(l.dallies, remote)
+		l.dallyCount.Store(int32(len(l.dallies)))
+		l.mu.Unlock()
+		return false
+	}
+	send := blk == e.block && now.Sub(e.lastAck) >= dupAckInterval
+	if send {
+		e.lastAck = now
+		l.dallies[remote] = e
+	}
+	l.mu.Unlock()
+	if send {
+		l.dallyAck = appendAck(l.dallyAck[:0], blk)
+		l.reply(l.dallyAck, remote, local)
+	}
+	return true
+}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"strconv"
 
-	"github.com/caddy-tftp/tftp/store"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -49,19 +48,18 @@ var (
 		Help:    "Duration of finished TFTP transfers.",
 		Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 300},
 	}, []string{"server", "direction"})
-	storeCollector = newStoreMetrics()
 )
 
-// registerMetrics adds the collectors to the config's registry.
-func registerMetrics(ctx caddy.Context) error {
+// registerMetrics adds the collectors, and more, to the config's registry.
+func registerMetrics(ctx caddy.Context, more ...prometheus.Collector) error {
 	reg := ctx.GetMetricsRegistry()
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{
+	for _, c := range append([]prometheus.Collector{
 		metricTransfers, metricInProgress, metricBytesSent, metricBytesReceived,
-		metricRetransmits, metricErrorsSent, metricRequestsDropped, metricOptions, metricDuration, storeCollector,
-	} {
+		metricRetransmits, metricErrorsSent, metricRequestsDropped, metricOptions, metricDuration,
+	}, more...) {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -121,48 +119,4 @@ func dirIndex(op uint16) int {
 // countErrorSent records an ERROR packet sent.
 func countErrorSent(code ErrorCode) {
 	metricErrorsSent.WithLabelValues(strconv.Itoa(int(code))).Inc()
-}
-
-// storeMetrics reports the size of the stores of the running config.
-type storeMetrics struct {
-	bytes *prometheus.Desc
-	files *prometheus.Desc
-}
-
-func newStoreMetrics() *storeMetrics {
-	return &storeMetrics{
-		bytes: prometheus.NewDesc("caddy_tftp_store_bytes", "Bytes held by a TFTP store.", []string{"store"}, nil),
-		files: prometheus.NewDesc("caddy_tftp_store_files", "Files held by a TFTP store.", []string{"store"}, nil),
-	}
-}
-
-func (m *storeMetrics) Describe(ch chan<- *prometheus.Desc) {
-	ch <- m.bytes
-	ch <- m.files
-}
-
-func (m *storeMetrics) Collect(ch chan<- prometheus.Metric) {
-	app := currentApp()
-	if app == nil {
-		return
-	}
-	for name, st := range app.stores {
-		u, ok := st.(store.UsageReporter)
-		if !ok {
-			continue
-		}
-		files, bytes := u.Usage()
-		ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.GaugeValue, float64(bytes), name)
-		ch <- prometheus.MustNewConstMetric(m.files, prometheus.GaugeValue, float64(files), name)
-	}
-}
-
-// currentApp returns the tftp app of the running config, or nil.
-func currentApp() *App {
-	v, err := caddy.ActiveContext().AppIfConfigured("tftp")
-	if err != nil {
-		return nil
-	}
-	app, _ := v.(*App)
-	return app
 }

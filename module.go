@@ -11,16 +11,13 @@ import (
 
 	"github.com/caddy-tftp/tftp/store"
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
 func init() {
 	caddy.RegisterModule(new(App))
 }
-
-// defaultStoreName is the store a server uses when it names none; it is
-// created as a memory store with default limits when not configured.
-const defaultStoreName = "default"
 
 // defaultGracePeriod is how long transfers in progress may run on after a
 // reload or shutdown.
@@ -68,7 +65,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.GracePeriod == 0 {
 		a.GracePeriod = caddy.Duration(defaultGracePeriod)
 	}
-	if err := registerMetrics(ctx); err != nil {
+	if err := registerMetrics(ctx, storeCollector); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	if err := a.provisionStores(ctx); err != nil {
@@ -238,3 +235,51 @@ var (
 	_ caddy.Validator    = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )
+
+// storeCollector reports the size of the stores of the running config; it
+// is created once per process, like the other collectors.
+var storeCollector = newStoreMetrics()
+
+// storeMetrics reports the size of the stores of the running config.
+type storeMetrics struct {
+	bytes *prometheus.Desc
+	files *prometheus.Desc
+}
+
+func newStoreMetrics() *storeMetrics {
+	return &storeMetrics{
+		bytes: prometheus.NewDesc("caddy_tftp_store_bytes", "Bytes held by a TFTP store.", []string{"store"}, nil),
+		files: prometheus.NewDesc("caddy_tftp_store_files", "Files held by a TFTP store.", []string{"store"}, nil),
+	}
+}
+
+func (m *storeMetrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.bytes
+	ch <- m.files
+}
+
+func (m *storeMetrics) Collect(ch chan<- prometheus.Metric) {
+	app := currentApp()
+	if app == nil {
+		return
+	}
+	for name, st := range app.stores {
+		u, ok := st.(store.UsageReporter)
+		if !ok {
+			continue
+		}
+		files, bytes := u.Usage()
+		ch <- prometheus.MustNewConstMetric(m.bytes, prometheus.GaugeValue, float64(bytes), name)
+		ch <- prometheus.MustNewConstMetric(m.files, prometheus.GaugeValue, float64(files), name)
+	}
+}
+
+// currentApp returns the tftp app of the running config, or nil.
+func currentApp() *App {
+	v, err := caddy.ActiveContext().AppIfConfigured("tftp")
+	if err != nil {
+		return nil
+	}
+	app, _ := v.(*App)
+	return app
+}

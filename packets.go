@@ -214,3 +214,10 @@ func parseError(b []byte) (ErrorCode, string, bool) {
 	}
 	return ErrorCode(binary.BigEndian.Uint16(b[2:])), string(msg), true
 }
+
+func direction(op uint16) string {
+	if op == opWRQ {
+		return "write"
+	}
+	return "read"
+}

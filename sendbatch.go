@@ -1,12 +1,8 @@
 package tftp
 
 import (
-	"fmt"
-	"io"
 	"net"
 	"net/netip"
-
-	"github.com/caddy-tftp/tftp/store"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -32,7 +28,7 @@ type sendBatch struct {
 
 // newSendBatch prepares batching for a windowed read on its own socket; it
 // returns nil where batching does not apply.
-func newSendBatch(conn packetConn, peer netip.AddrPort, params transferParams) *sendBatch {
+func newSendBatch(conn datagramWriter, peer netip.AddrPort, params transferParams) *sendBatch {
 	udp, ok := conn.(*net.UDPConn)
 	if !ok || params.windowSize < 2 {
 		return nil
@@ -64,49 +60,8 @@ func (b *sendBatch) release() {
 	}
 }
 
-// sendBlocks sends blocks first..last (counted from 1) in as few calls as
-// the batch allows. It stops after a block that comes back short, the
-// last of the file, and returns its number (0 when every block was full).
-// For a file whose bytes are still arriving, the blocks already gathered
-// leave before a read that would wait, so the first block of a window is
-// never held back by the ones after it.
-func (t *transfer) sendBlocks(src io.ReaderAt, size int64, first, last uint64) (short uint64, err error) {
-	b := t.batch
-	bs := int64(t.params.blockSize)
-	growing, _ := src.(store.GrowingFile)
-	for first <= last && short == 0 {
-		n := 0
-		for ; n < len(b.msgs) && first+uint64(n) <= last; n++ {
-			blk := first + uint64(n)
-			if n > 0 && growing != nil {
-				end := int64(blk) * bs
-				if size >= 0 {
-					end = min(end, size)
-				}
-				if end > growing.Arrived() {
-					break // send what is gathered, then wait for this block
-				}
-			}
-			l, err := t.readBlock(src, size, blk, b.bufs[n])
-			if err != nil {
-				return 0, err
-			}
-			b.msgs[n].Buffers[0] = b.bufs[n][:headerLen+l]
-			t.countSent(blk, l)
-			if l < bs {
-				short = blk
-				n++
-				break
-			}
-		}
-		for sent := 0; sent < n; {
-			k, err := b.w.WriteBatch(b.msgs[sent:n], 0)
-			if err != nil {
-				return 0, fmt.Errorf("sending to %s: %w", t.peer, err)
-			}
-			sent += k
-		}
-		first += uint64(n)
-	}
-	return short, nil
+// datagramWriter is the connection a batch falls back to when it cannot
+// use sendmmsg (single-port transfers, other systems).
+type datagramWriter interface {
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
 }

@@ -8,15 +8,6 @@ import (
 	"time"
 )
 
-// packetConn is what a transfer sends and receives through: its own UDP
-// socket normally, or the listening socket in single-port mode.
-type packetConn interface {
-	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
-	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
-	SetReadDeadline(t time.Time) error
-	Close() error
-}
-
 // muxInboxLen is how many packets may wait for a single-port transfer; more
 // are dropped as a full socket buffer would drop them.
 const muxInboxLen = 128
@@ -25,7 +16,7 @@ const muxInboxLen = 128
 // listener's reader delivers the client's packets here, and replies leave
 // from the listening socket with the address the client contacted.
 type muxConn struct {
-	l      *listener
+	conn   *net.UDPConn   // the listening socket
 	remote netip.AddrPort // as the listener sees it (may be IPv4-mapped)
 	oob    []byte
 	inbox  chan *[]byte
@@ -38,13 +29,13 @@ type muxConn struct {
 	timer    *time.Timer
 }
 
-func newMuxConn(l *listener, remote netip.AddrPort, local netip.Addr) *muxConn {
+func newMuxConn(conn *net.UDPConn, bound netip.Addr, remote netip.AddrPort, local netip.Addr) *muxConn {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	return &muxConn{
-		l:      l,
+		conn:   conn,
 		remote: remote,
-		oob:    sourceOOB(local, l.addr.Addr()),
+		oob:    sourceOOB(local, bound),
 		inbox:  make(chan *[]byte, muxInboxLen),
 		wake:   make(chan struct{}, 1),
 		closed: make(chan struct{}),
@@ -97,7 +88,7 @@ func (m *muxConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
 	if unmapAddrPort(addr) == unmapAddrPort(m.remote) {
 		addr = m.remote
 	}
-	n, _, err := m.l.conn.WriteMsgUDPAddrPort(b, m.oob, addr)
+	n, _, err := m.conn.WriteMsgUDPAddrPort(b, m.oob, addr)
 	return n, err
 }
 

@@ -78,7 +78,7 @@ type transfer struct {
 	lastBlock uint16
 
 	// finishing is raised when the last block has been sent or received.
-	finishing *atomic.Bool
+	finishing atomic.Bool
 
 	// rateCheck is when progress is next compared with the minimum rate,
 	// and rateBytes the byte count at the previous check.
@@ -262,9 +262,7 @@ func (t *transfer) evict() {
 
 // markFinishing records that the last block has moved.
 func (t *transfer) markFinishing() {
-	if t.finishing != nil {
-		t.finishing.Store(true)
-	}
+	t.finishing.Store(true)
 }
 
 // checkRate ends a transfer that moved less than the minimum rate over the
@@ -635,4 +633,60 @@ func (t *transfer) checkDeclaredSize(n int64, last bool) error {
 // unmapAddrPort turns an IPv4-mapped IPv6 address into plain IPv4.
 func unmapAddrPort(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// packetConn is what a transfer sends and receives through: its own UDP
+// socket normally, or the listening socket in single-port mode.
+type packetConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	SetReadDeadline(t time.Time) error
+	Close() error
+}
+
+// sendBlocks sends blocks first..last (counted from 1) in as few calls as
+// the batch allows. It stops after a block that comes back short, the
+// last of the file, and returns its number (0 when every block was full).
+// For a file whose bytes are still arriving, the blocks already gathered
+// leave before a read that would wait, so the first block of a window is
+// never held back by the ones after it.
+func (t *transfer) sendBlocks(src io.ReaderAt, size int64, first, last uint64) (short uint64, err error) {
+	b := t.batch
+	bs := int64(t.params.blockSize)
+	growing, _ := src.(store.GrowingFile)
+	for first <= last && short == 0 {
+		n := 0
+		for ; n < len(b.msgs) && first+uint64(n) <= last; n++ {
+			blk := first + uint64(n)
+			if n > 0 && growing != nil {
+				end := int64(blk) * bs
+				if size >= 0 {
+					end = min(end, size)
+				}
+				if end > growing.Arrived() {
+					break // send what is gathered, then wait for this block
+				}
+			}
+			l, err := t.readBlock(src, size, blk, b.bufs[n])
+			if err != nil {
+				return 0, err
+			}
+			b.msgs[n].Buffers[0] = b.bufs[n][:headerLen+l]
+			t.countSent(blk, l)
+			if l < bs {
+				short = blk
+				n++
+				break
+			}
+		}
+		for sent := 0; sent < n; {
+			k, err := b.w.WriteBatch(b.msgs[sent:n], 0)
+			if err != nil {
+				return 0, fmt.Errorf("sending to %s: %w", t.peer, err)
+			}
+			sent += k
+		}
+		first += uint64(n)
+	}
+	return short, nil
 }

@@ -1,0 +1,220 @@
+package tftp
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/caddy-tftp/tftp/store"
+	"go.uber.org/zap"
+)
+
+// Running an accepted request: open the file, negotiate, connect, transfer,
+// report, dally.
+
+// runTransfer runs an accepted request on its own goroutine, one step
+// after another: open the file, negotiate, connect, transfer, report, and
+// after an upload, dally. Each step is a function with one exit.
+func (s *Server) runTransfer(in inbound, at *activeTransfer, req request, netascii bool) {
+	defer s.transfers.Done()
+	slot := &claimedSlot{in: in, at: at}
+	defer slot.release()
+	peer := unmapAddrPort(in.remote)
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger.Error("panic in transfer", zap.Stringer("remote", peer), zap.String("file", at.file), zap.Any("panic", r), zap.StackSkip("stack", 2))
+		}
+	}()
+
+	f, params, err := s.open(&req, at.file, netascii, peer)
+	if err != nil {
+		// Release the client's address first, so a request it sends as
+		// soon as it reads the error is not taken for a duplicate.
+		slot.release()
+		code, msg := errorCodeFor(err)
+		if code == ErrCodeUndefined {
+			s.logger.Error("opening file", zap.String("file", at.file), zap.Error(err))
+		}
+		s.refuse(&in, &req, code, msg)
+		return
+	}
+	defer f.close()
+	t, err := s.connect(&in, at, &req, params, f)
+	if err != nil {
+		f.abort()
+		slot.release()
+		s.logger.Error("opening transfer socket", zap.Error(err))
+		s.refuse(&in, &req, ErrCodeUndefined, "server busy")
+		return
+	}
+	defer t.release()
+	err = s.transfer(t, &req, f, netascii)
+	at.finished.Store(true)
+	if at.inbox == nil {
+		slot.release()
+	}
+	outcome := s.finishTransfer(t, &req, at.file, err)
+	if s.eventsOn {
+		emitTransferEvent(s.name, t, &req, at.file, outcome, err)
+	}
+	if req.op == opWRQ && err == nil {
+		s.dallyAfter(t, slot)
+	}
+}
+
+// claimedSlot is a request's place in its listener, given back once.
+type claimedSlot struct {
+	in       inbound
+	at       *activeTransfer
+	released bool
+}
+
+func (c *claimedSlot) release() {
+	if c.released {
+		return
+	}
+	c.released = true
+	c.in.port.unclaim(c.at)
+	if c.at.inbox != nil {
+		_ = c.at.inbox.Close()
+	}
+}
+
+// openedFile is what a request opened in the store: a file to read (src,
+// size bytes, -1 when not known yet) or an upload to write.
+type openedFile struct {
+	file store.File // nil for an upload
+	src  io.ReaderAt
+	size int64
+	up   store.Upload // nil for a read
+	stop func() bool  // stops waking a growing file on cancel
+}
+
+// open opens the named file for the request and negotiates its options
+// (a read's tsize needs the file's size).
+func (s *Server) open(req *request, name string, netascii bool, peer netip.AddrPort) (*openedFile, transferParams, error) {
+	info := s.requestInfo(req, peer)
+	if req.op == opWRQ {
+		params := negotiate(req, s.policy, -1)
+		up, err := s.store.Create(name, store.CreateOptions{Overwrite: !s.NoOverwrite, Size: params.tsize, Request: info})
+		if err != nil {
+			return nil, params, err
+		}
+		return &openedFile{up: up, size: params.tsize}, params, nil
+	}
+	f, src, size, err := s.openForRead(name, netascii, info)
+	if err != nil {
+		if f != nil {
+			_ = f.Close()
+		}
+		return nil, transferParams{}, err
+	}
+	o := &openedFile{file: f, src: src, size: size}
+	if g, ok := f.(store.GrowingFile); ok {
+		// A read waiting for bytes that have not arrived yet is woken
+		// when the server's transfers are cancelled.
+		o.stop = context.AfterFunc(s.transferCtx, func() { _ = g.Close() })
+	}
+	return o, negotiate(req, s.policy, size), nil
+}
+
+// close releases a file opened for reading.
+func (o *openedFile) close() {
+	if o.stop != nil {
+		o.stop()
+	}
+	if o.file != nil {
+		_ = o.file.Close()
+	}
+}
+
+// abort discards an upload that never started.
+func (o *openedFile) abort() {
+	if o.up != nil {
+		o.up.Abort()
+	}
+}
+
+// connect gives the transfer its connection: a new socket on the address
+// the client contacted, or in single-port mode the listener's inbox. The
+// transfer is published in the listener's record for the admin API.
+func (s *Server) connect(in *inbound, at *activeTransfer, req *request, params transferParams, f *openedFile) (*transfer, error) {
+	var conn packetConn = at.inbox
+	peer := unmapAddrPort(in.remote)
+	if at.inbox == nil {
+		udp, err := listenTransfer(in.local, peer, params)
+		if err != nil {
+			return nil, err
+		}
+		conn = udp
+	}
+	t := newTransfer(s.transferCtx, conn, peer, params, s.limits)
+	t.size = f.size
+	if req.op == opRRQ {
+		t.batch = newSendBatch(conn, peer, params)
+	}
+	at.xfer.Store(t)
+	return t, nil
+}
+
+// transfer runs the read or write to its end; a failed upload is
+// discarded. The server's cancellation ends a transfer's wait at once.
+func (s *Server) transfer(t *transfer, req *request, f *openedFile, netascii bool) error {
+	stopWatch := context.AfterFunc(s.transferCtx, func() { _ = t.conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stopWatch()
+	inProgress := s.metrics.inProgress[dirIndex(req.op)]
+	inProgress.Inc()
+	defer inProgress.Dec()
+	if req.op == opRRQ {
+		return t.serveRead(f.src, f.size)
+	}
+	err := t.serveWrite(f.up, netascii)
+	if err != nil {
+		f.up.Abort()
+	}
+	return err
+}
+
+// dallyAfter keeps answering a client whose final ACK of an upload is
+// lost, without holding the buffers or the transfer's slot.
+func (s *Server) dallyAfter(t *transfer, slot *claimedSlot) {
+	if udp, ok := t.conn.(*net.UDPConn); ok {
+		startDally(s.transferCtx, udp, t.peer, t.lastBlock, s.dally)
+		t.conn = nil // the dally owns the socket now
+		return
+	}
+	slot.release()
+	slot.in.port.addDally(slot.in.remote, slot.in.local, t.lastBlock, s.dally)
+}
+
+// listenTransfer opens a transfer's socket on an ephemeral port of the
+// address the client contacted. It deliberately avoids SO_REUSEPORT so two
+// transfers can never share a port.
+func listenTransfer(local netip.Addr, peer netip.AddrPort, params transferParams) (*net.UDPConn, error) {
+	local = local.Unmap()
+	if local.IsUnspecified() && peer.Addr().Is4() {
+		// Where the destination address is not known (no packet info from
+		// the kernel), the socket must at least be of the client's family.
+		local = netip.IPv4Unspecified()
+	}
+	network := "udp6"
+	if local.Is4() {
+		network = "udp4"
+	}
+	conn, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
+	if err != nil && !local.IsUnspecified() {
+		// An address that cannot be bound alone (a link-local address
+		// without its zone) falls back to the wildcard of its family.
+		conn, err = net.ListenUDP(network, nil)
+	}
+	if err == nil {
+		// A window of large blocks must fit the receive buffer, or the
+		// kernel drops the end of every window of an upload.
+		if want := params.windowSize * (params.blockSize + 64); want > 128<<10 {
+			_ = conn.SetReadBuffer(min(want, listenReadBuffer))
+		}
+	}
+	return conn, err
+}
