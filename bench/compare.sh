@@ -4,15 +4,32 @@
 # checks every byte it receives against files whose SHA-256 it verified.
 #
 #   bench/compare.sh [--quick] [--reps N] [--servers "ours tftpd-hpa atftpd dnsmasq"]
-#                    [--out FILE] [--keep]
+#                    [--cases REGEX] [--diag] [--profile DIR] [--out FILE] [--keep]
 #
-#   --quick    one repetition of fewer, shorter cases (a smoke run, ~3 min)
+#   --quick    one repetition of fewer, shorter cases (a smoke run, ~4 min)
 #   --reps N   repetitions (default 3); cells are medians over them
 #   --servers  which servers to run (default: all four, plus "ours-dflt",
 #              caddy-tftp with its default per-host limit, in the
 #              concurrency cases)
-#   --out FILE also write the table to FILE
+#   --cases RE only the cases whose name matches the extended regex RE
+#   --diag     add the diagnostic cases of the client-disagreement question
+#              (issue 20): short runs, warm-up, client and server on
+#              separate CPUs, both on one CPU
+#   --profile DIR  for every case, count the server's system calls, context
+#              switches and CPU migrations (perf stat) into DIR, and sum them
+#              up per transfer in DIR/summary.txt
+#   --record DIR   for every case, record a call graph of ours (perf record -g
+#              at 4999 Hz) into DIR/CASE-ours-REP.perf.data; use one of the
+#              two at a time, and neither for the table: perf skews it
+#   --out FILE also write the table to FILE (and its raw lines to
+#              FILE without .txt plus .raw.txt)
 #   --keep     keep the work directory (raw results, server logs)
+#
+# The table ends with issue 20's goal rows, each measured with both load
+# clients: tftpload's own (blocking syscalls for one client, netpoller
+# otherwise, block-by-block comparison) and "-indep" cases, which behave
+# like the independent client the issue was measured with (netpoller, a
+# socket and fresh buffers per transfer, SHA-256 per file).
 #
 # It needs root (network namespace, port 69, apt-get) and Go. Missing tools
 # are installed with apt-get; tftpd-hpa and atftpd conflict as packages, so
@@ -37,6 +54,10 @@ QUICK=0
 REPS=3
 SERVERS="ours tftpd-hpa atftpd dnsmasq ours-dflt"
 OUT=""
+CASEFILTER=""
+DIAG=0
+PROFILE=""
+RECORD=""
 KEEP=0
 IN_NS=0
 ARGS=("$@")
@@ -45,10 +66,14 @@ while [ $# -gt 0 ]; do
 	--quick) QUICK=1 REPS=1 ;;
 	--reps) REPS=$2; shift ;;
 	--servers) SERVERS=$2; shift ;;
+	--cases) CASEFILTER=$2; shift ;;
+	--diag) DIAG=1 ;;
+	--profile) PROFILE=$2; shift ;;
+	--record) RECORD=$2; shift ;;
 	--out) OUT=$2; shift ;;
 	--keep) KEEP=1 ;;
 	--in-ns) IN_NS=1 ;;
-	-h | --help) sed -n '2,29p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,50p' "$0"; exit 0 ;;
 	*) echo "unknown option: $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -103,6 +128,15 @@ setup() {
 	(cd "$REPO" && go build -o "$CACHE/caddy" ./cmd/caddy && go build -o "$CACHE/tftpload" ./bench/tftpload)
 }
 
+if [ -n "$PROFILE" ]; then
+	mkdir -p "$PROFILE"
+	PROFILE=$(cd "$PROFILE" && pwd)
+fi
+if [ -n "$RECORD" ]; then
+	mkdir -p "$RECORD"
+	RECORD=$(cd "$RECORD" && pwd)
+fi
+
 if [ $IN_NS = 0 ]; then
 	setup
 	exec unshare -n -- "$0" --in-ns "${ARGS[@]}"
@@ -140,14 +174,15 @@ command -v perf >/dev/null && perf stat -x, -e task-clock -o /dev/null -- true 2
 
 SPID="" PERFPID="" PERFOUT=""
 
-# start_server NAME PIN FILES...: starts NAME (pinned to CPU 0 if PIN=1),
+# start_server NAME PIN FILES...: starts NAME (pinned to CPU 0 if PIN is 1
+# or split),
 # waits until it answers and, for caddy-tftp, uploads FILES into its memory
 # store. Sets SPID.
 start_server() {
 	local name=$1 pin=$2
 	shift 2
 	local ts=()
-	[ "$pin" = 1 ] && ts=(taskset -c 0)
+	case $pin in 1 | split) ts=(taskset -c 0) ;; esac
 	PERFPID="" PERFOUT=""
 	case $name in
 	ours | ours-dflt)
@@ -217,7 +252,56 @@ record_perf() {
 	[ -n "$ms" ] && echo "PERF $1 task_clock_ms=$ms" >>"$RAW"
 }
 
+# The server's system calls (all, and the ones a TFTP server makes per
+# packet or per transfer), context switches and migrations, for --profile.
+PSTAT_EVENTS=raw_syscalls:sys_enter,context-switches,cpu-migrations,task-clock
+for sc in sendto sendmsg sendmmsg recvfrom recvmsg recvmmsg socket bind close setsockopt getsockname \
+	epoll_wait epoll_pwait epoll_ctl futex write nanosleep openat pread64 tgkill madvise mmap; do
+	PSTAT_EVENTS=$PSTAT_EVENTS,syscalls:sys_enter_$sc
+done
+
+# profile_start SERVER TAG / profile_stop: with --profile, perf stat (and
+# for ours perf record -g) attached to the running server.
+PSTATPID="" PRECPID=""
+profile_start() {
+	[ -n "$PROFILE$RECORD" ] || return 0
+	if [ -n "$PROFILE" ]; then
+		perf stat -x, -e "$PSTAT_EVENTS" -p "$SPID" -o "$PROFILE/stat-$2.txt" >/dev/null 2>&1 &
+		PSTATPID=$!
+	fi
+	if [ -n "$RECORD" ] && [[ $1 == ours* ]]; then
+		perf record -q -g -F 4999 -p "$SPID" -o "$RECORD/$2.perf.data" >/dev/null 2>&1 &
+		PRECPID=$!
+	fi
+	sleep 0.3 # let perf attach
+}
+profile_stop() {
+	[ -n "$PROFILE$RECORD" ] || return 0
+	local p
+	for p in $PSTATPID $PRECPID; do
+		kill -INT "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	PSTATPID="" PRECPID=""
+}
+
+# profile_summary TAG RESULT-FILE: one line of counts per transfer.
+profile_summary() {
+	[ -n "$PROFILE" ] && [ -s "$PROFILE/stat-$1.txt" ] || return 0
+	local ok
+	ok=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' "$2")
+	[ -n "$ok" ] && [ "$ok" -gt 0 ] || return 0
+	awk -F, -v tag="$1" -v ok="$ok" '
+		$3 != "" && $1 ~ /^[0-9.]+$/ {
+			name = $3; sub(/^syscalls:sys_enter_/, "", name); sub(/^raw_syscalls:sys_enter$/, "syscalls", name)
+			if ($1 > 0) line = line sprintf(" %s=%.2f", name, $1 / ok)
+		}
+		END { printf "%s transfers=%d per transfer:%s\n", tag, ok, line }' "$PROFILE/stat-$1.txt" >>"$PROFILE/summary.txt"
+}
+
 # run_case NAME SERVER REP KIND PIN FILE TFTPLOAD-ARGS...
+# PIN: 0 no pinning, 1 server and client on CPU 0, split server on CPU 0
+# and client on CPU 1.
 # For uploads FILE is replaced by a name unique to the server and repetition
 # (tftpd-hpa only overwrites world-writable files).
 run_case() {
@@ -230,15 +314,18 @@ run_case() {
 	fi
 	local label="case=$cs server=$srv rep=$rep kind=$kind want=$(want_of "$@")"
 	local ts=()
-	[ "$pin" = 1 ] && ts=(taskset -c 0)
+	case $pin in 1) ts=(taskset -c 0) ;; split) ts=(taskset -c 1) ;; esac
 	local tree=()
 	[ "$srv" = tftpd-hpa ] && tree=(-tree)
 	local files=()
 	[ "$kind" != put ] && files=("$file")
 	start_server "$srv" "$pin" "${files[@]}"
 	local err=$WORK/err.txt rc=0
+	profile_start "$srv" "$cs-$srv-$rep"
 	"${ts[@]}" "$LOAD" -addr $ADDR -pid "$SPID" "${tree[@]}" -label "$label" -out "$RAW" "${args[@]}" \
 		>"$WORK/res.txt" 2>"$err" || rc=$?
+	profile_stop
+	[ $rc = 0 ] && profile_summary "$cs-$srv-$rep" "$WORK/res.txt"
 	local why=""
 	if [ $rc != 0 ]; then
 		why=failed
@@ -284,9 +371,15 @@ if [ $QUICK = 1 ]; then
 	add get16m-b65464-pin single 1 f16m -get f16m $M -blksize 65464 -n 3
 	add get16m-b1468-w64-pin single 1 f16m -get f16m $M -blksize 1468 -windowsize 64 -n 3
 	add f1k-c64 conc 0 f1k -get f1k $M -blksize 1468 -c 64 -n 3000 -duration 5s
+	add f1k-c64-indep conc 0 f1k -get f1k $M -blksize 1468 -c 64 -n 3000 -duration 5s -client indep
 	add f1k-c256 conc 0 f1k -get f1k $M -blksize 1468 -c 256 -n 5000 -duration 5s
+	add f1k-c256-indep conc 0 f1k -get f1k $M -blksize 1468 -c 256 -n 5000 -duration 5s -client indep
+	add f1m-c1 conc 0 f1m -get f1m $M -blksize 1468 -c 1 -n 100 -duration 3s
+	add f1m-c1-indep conc 0 f1m -get f1m $M -blksize 1468 -c 1 -n 100 -duration 3s -client indep
 	add f1m-c64 conc 0 f1m -get f1m $M -blksize 1468 -c 64 -n 300 -duration 5s
+	add f1m-c64-indep conc 0 f1m -get f1m $M -blksize 1468 -c 64 -n 300 -duration 5s -client indep
 	add f1m-c256 conc 0 f1m -get f1m $M -blksize 1468 -c 256 -n 400 -duration 5s
+	add put16m-b512-pin put 1 - -size 16777216 -seed 21
 	add put16m-b1468-pin put 1 - -size 16777216 -seed 21 -blksize 1468
 else
 	add get16m-b512-pin single 1 f16m -get f16m $M -n 3
@@ -296,16 +389,42 @@ else
 	add get16m-b1468-w4-pin single 1 f16m -get f16m $M -blksize 1468 -windowsize 4 -n 3
 	add get16m-b1468-w16-pin single 1 f16m -get f16m $M -blksize 1468 -windowsize 16 -n 3
 	add get16m-b1468-w64-pin single 1 f16m -get f16m $M -blksize 1468 -windowsize 64 -n 3
-	add f1k-c1 conc 0 f1k -get f1k $M -blksize 1468 -c 1 -n 5000 -duration 8s
-	add f1k-c16 conc 0 f1k -get f1k $M -blksize 1468 -c 16 -n 10000 -duration 8s
-	add f1k-c64 conc 0 f1k -get f1k $M -blksize 1468 -c 64 -n 10000 -duration 8s
-	add f1k-c256 conc 0 f1k -get f1k $M -blksize 1468 -c 256 -n 20000 -duration 8s
-	add f1m-c1 conc 0 f1m -get f1m $M -blksize 1468 -c 1 -n 200 -duration 8s
-	add f1m-c16 conc 0 f1m -get f1m $M -blksize 1468 -c 16 -n 1000 -duration 8s
-	add f1m-c64 conc 0 f1m -get f1m $M -blksize 1468 -c 64 -n 1000 -duration 8s
-	add f1m-c256 conc 0 f1m -get f1m $M -blksize 1468 -c 256 -n 1000 -duration 8s
+	add f1k-c1 conc 0 f1k -get f1k $M -blksize 1468 -c 1 -n 5000 -duration 6s
+	add f1k-c16 conc 0 f1k -get f1k $M -blksize 1468 -c 16 -n 10000 -duration 6s
+	add f1k-c64 conc 0 f1k -get f1k $M -blksize 1468 -c 64 -n 10000 -duration 6s
+	add f1k-c64-indep conc 0 f1k -get f1k $M -blksize 1468 -c 64 -n 10000 -duration 6s -client indep
+	add f1k-c256 conc 0 f1k -get f1k $M -blksize 1468 -c 256 -n 20000 -duration 6s
+	add f1k-c256-indep conc 0 f1k -get f1k $M -blksize 1468 -c 256 -n 20000 -duration 6s -client indep
+	add f1m-c1 conc 0 f1m -get f1m $M -blksize 1468 -c 1 -n 200 -duration 6s
+	add f1m-c1-indep conc 0 f1m -get f1m $M -blksize 1468 -c 1 -n 200 -duration 6s -client indep
+	add f1m-c16 conc 0 f1m -get f1m $M -blksize 1468 -c 16 -n 1000 -duration 6s
+	add f1m-c64 conc 0 f1m -get f1m $M -blksize 1468 -c 64 -n 1000 -duration 6s
+	add f1m-c64-indep conc 0 f1m -get f1m $M -blksize 1468 -c 64 -n 1000 -duration 6s -client indep
+	add f1m-c256 conc 0 f1m -get f1m $M -blksize 1468 -c 256 -n 1000 -duration 6s
 	add put16m-b512-pin put 1 - -size 16777216 -seed 21
 	add put16m-b1468-pin put 1 - -size 16777216 -seed 21 -blksize 1468
+fi
+
+if [ $DIAG = 1 ]; then
+	# The client-disagreement question (issue 20), 1 KiB x 64 clients:
+	# short runs from a cold server like the baseline's 2000 transfers,
+	# the same after 2000 untimed transfers, client and server on
+	# separate CPUs, and both on one CPU; each with both clients.
+	for cl in native indep; do
+		sfx=""
+		[ $cl = indep ] && sfx=-indep
+		add f1k-c64-n2000$sfx conc 0 f1k -get f1k $M -blksize 1468 -c 64 -n 2000 -client $cl
+		add f1k-c64-n2000-warm$sfx conc 0 f1k -get f1k $M -blksize 1468 -c 64 -n 2000 -warmup 2000 -client $cl
+		add f1k-c64-split$sfx conc split f1k -get f1k $M -blksize 1468 -c 64 -n 10000 -duration 5s -client $cl
+		add f1k-c64-onecpu$sfx conc 1 f1k -get f1k $M -blksize 1468 -c 64 -n 10000 -duration 5s -client $cl
+	done
+fi
+if [ -n "$CASEFILTER" ]; then
+	kept=()
+	for c in "${CASES[@]}"; do
+		[[ ${c%% *} =~ $CASEFILTER ]] && kept+=("$c")
+	done
+	CASES=("${kept[@]}")
 fi
 
 # ------------------------------------------------------------------ run --
@@ -313,9 +432,12 @@ fi
 read -r -a SRV <<<"$SERVERS"
 {
 	echo "# caddy-tftp vs tftpd-hpa, atftpd, dnsmasq — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "# reps=$REPS quick=$QUICK kernel=$(uname -r) nproc=$(nproc) rmem_max=$(cat /proc/sys/net/core/rmem_max)" \
-		"loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "# ours: $(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo '?');" \
+	echo "# machine: $(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(nproc) CPUs" \
+		"($(grep -c ^processor /proc/cpuinfo) online), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)," \
+		"kernel $(uname -r)$(lscpu 2>/dev/null | awk -F': *' '/Hypervisor vendor/ {print ", VM (" $2 ")"}')"
+	echo "# reps=$REPS quick=$QUICK diag=$DIAG rmem_max=$(cat /proc/sys/net/core/rmem_max)" \
+		"loadavg at start=$(cut -d' ' -f1-3 /proc/loadavg) (a shared machine: other work may run alongside)"
+	echo "# ours: ${TFTPBENCH_REV:-$(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo '?')};" \
 		"tftpd-hpa $(dpkg-deb -f "$CACHE"/tftpd-hpa_*.deb Version);" \
 		"atftpd $(dpkg-deb -f "$CACHE"/atftpd_*.deb Version);" \
 		"dnsmasq $("$DNSMASQ" --version | head -1 | awk '{print $3}')"
@@ -345,6 +467,7 @@ log "done in $(($(date +%s) - START)) s"
 
 {
 	cat "$WORK/header.txt"
+	echo "# loadavg at end=$(cut -d' ' -f1-3 /proc/loadavg); took $(($(date +%s) - START)) s"
 	echo
 	"$LOAD" -report "$RAW"
 } >"$WORK/table.txt"

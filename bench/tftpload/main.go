@@ -20,6 +20,16 @@
 // RSS of the whole process tree is sampled. The UDP receive-buffer drops of
 // the network namespace (/proc/net/snmp RcvbufErrors) are reported too.
 //
+// -client indep behaves like the independent load client of issue 20: one
+// net.UDPConn per transfer through Go's netpoller, fresh buffers for every
+// transfer, and each file checked by the SHA-256 of everything received
+// instead of block by block. A result that holds only with the default
+// client (-client native) shows up as a difference between the two.
+//
+// Every RESULT line also has the client's own CPU per transfer
+// (client_cpu_us, getrusage of this process) and, for gets, the time from
+// the request to the first DATA or OACK (ttfb_p50ms, ttfb_p99ms).
+//
 // -label and -out append a RESULT line of key=value pairs to a file, which
 // -report turns into the comparison table.
 package main
@@ -33,6 +43,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash"
 	"hash/fnv"
 	"net"
 	"net/netip"
@@ -74,6 +85,8 @@ var (
 	timeoutFlag = flag.Duration("timeout", time.Second, "retransmission timeout")
 	retriesFlag = flag.Int("retries", 5, "retransmissions before a transfer fails")
 	ioFlag      = flag.String("io", "auto", "socket I/O: block (blocking syscalls), poll (Go netpoller), auto (block for -c 1)")
+	clientFlag  = flag.String("client", "native", "native: this client; indep: like issue 20's independent client (netpoller, a socket and buffers per transfer, SHA-256 of each file)")
+	warmupFlag  = flag.Int("warmup", 0, "transfers to run (same concurrency) before the measured ones, not counted")
 	pidFlag     = flag.Int("pid", 0, "server PID to measure CPU time and peak RSS of")
 	treeFlag    = flag.Bool("tree", false, "with -pid: sample the RSS of the whole process tree (forking servers)")
 	labelFlag   = flag.String("label", "", "key=value pairs to put in the RESULT line")
@@ -202,6 +215,7 @@ type conn interface {
 type pollConn struct {
 	c       *net.UDPConn
 	timeout time.Duration
+	alloc   bool // read with ReadFromUDP, which allocates the sender's address
 }
 
 func (p *pollConn) send(b []byte, to netip.AddrPort) error {
@@ -211,6 +225,17 @@ func (p *pollConn) send(b []byte, to netip.AddrPort) error {
 
 func (p *pollConn) recv(buf []byte) (int, netip.AddrPort, error) {
 	_ = p.c.SetReadDeadline(time.Now().Add(p.timeout))
+	if p.alloc {
+		n, ua, err := p.c.ReadFromUDP(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return 0, netip.AddrPort{}, errTimeout
+			}
+			return 0, netip.AddrPort{}, err
+		}
+		return n, netip.AddrPortFrom(ua.AddrPort().Addr().Unmap(), ua.AddrPort().Port()), nil
+	}
 	n, from, err := p.c.ReadFromUDPAddrPort(buf)
 	if err != nil {
 		var ne net.Error
@@ -329,6 +354,7 @@ func dial(block bool, timeout time.Duration) (conn, error) {
 // worker holds the buffers of one transfer at a time.
 type worker struct {
 	block   bool
+	indep   bool
 	timeout time.Duration
 	retries int
 	rbuf    []byte
@@ -340,6 +366,7 @@ type worker struct {
 // result of one transfer.
 type result struct {
 	dur     time.Duration
+	ttfb    time.Duration // request to the first DATA or OACK
 	retrans int
 	blksize int
 	window  int
@@ -421,13 +448,24 @@ func errorPacket(pkt []byte) error {
 	return &tftpError{binary.BigEndian.Uint16(pkt[2:]), string(msg)}
 }
 
-// get reads name from server and compares every byte with want. The time
-// runs from the request to the final ACK.
-func (w *worker) get(server netip.AddrPort, name string, want []byte, reqBS, reqW int, tsize bool) (result, error) {
+// get reads name from server and compares every byte with want (with
+// -client indep: the SHA-256 of everything received with wantSum). The
+// time runs from the request to the final ACK.
+func (w *worker) get(server netip.AddrPort, name string, want []byte, wantSum [32]byte, reqBS, reqW int, tsize bool) (result, error) {
 	var r result
 	c, err := dial(w.block, w.timeout)
 	if err != nil {
 		return r, err
+	}
+	rbuf := w.rbuf
+	var sum hash.Hash
+	got := 0
+	if w.indep {
+		// Like a straightforward client: a buffer and a hash per transfer,
+		// and an allocating read (*net.UDPAddr per datagram).
+		rbuf = make([]byte, 65536)
+		sum = sha256.New()
+		c.(*pollConn).alloc = true
 	}
 	defer closeConn(c)
 	if reqBS*reqW > 128<<10 {
@@ -448,7 +486,7 @@ func (w *worker) get(server netip.AddrPort, name string, want []byte, reqBS, req
 	inWindow, retries := 0, 0
 	nacked := false
 	for {
-		n, from, err := c.recv(w.rbuf)
+		n, from, err := c.recv(rbuf)
 		if err == errTimeout {
 			if retries++; retries > w.retries {
 				return r, fmt.Errorf("get %s: timed out at block %d", name, next)
@@ -474,7 +512,7 @@ func (w *worker) get(server netip.AddrPort, name string, want []byte, reqBS, req
 			continue
 		}
 		retries = 0
-		pkt := w.rbuf[:n]
+		pkt := rbuf[:n]
 		switch binary.BigEndian.Uint16(pkt) {
 		case opERROR:
 			return r, errorPacket(pkt)
@@ -483,6 +521,7 @@ func (w *worker) get(server netip.AddrPort, name string, want []byte, reqBS, req
 				continue
 			}
 			peer = from
+			r.ttfb = time.Since(start)
 			parseOACK(pkt, &bs, &win)
 			last, lastTo = putAck(w.ack, 0), peer
 			if err := c.send(last, lastTo); err != nil {
@@ -491,13 +530,20 @@ func (w *worker) get(server netip.AddrPort, name string, want []byte, reqBS, req
 		case opDATA:
 			if !peer.IsValid() {
 				peer, lastTo = from, from
+				r.ttfb = time.Since(start)
 			}
 			blk := binary.BigEndian.Uint16(pkt[2:])
 			payload := pkt[4:]
 			switch delta := blk - uint16(next); {
 			case delta == 0:
 				off := int(next-1) * bs
-				if len(payload) > bs || off+len(payload) > len(want) || !bytes.Equal(payload, want[off:off+len(payload)]) {
+				if w.indep {
+					if len(payload) > bs {
+						return r, fmt.Errorf("get %s: block %d longer than the block size", name, next)
+					}
+					sum.Write(payload)
+					got += len(payload)
+				} else if len(payload) > bs || off+len(payload) > len(want) || !bytes.Equal(payload, want[off:off+len(payload)]) {
 					return r, fmt.Errorf("get %s: block %d does not match the expected content", name, next)
 				}
 				next++
@@ -506,6 +552,9 @@ func (w *worker) get(server netip.AddrPort, name string, want []byte, reqBS, req
 				if len(payload) < bs {
 					if off+len(payload) != len(want) {
 						return r, fmt.Errorf("get %s: %d bytes, want %d", name, off+len(payload), len(want))
+					}
+					if w.indep && (got != len(want) || !bytes.Equal(sum.Sum(nil), wantSum[:])) {
+						return r, fmt.Errorf("get %s: SHA-256 of the %d bytes received does not match", name, got)
 					}
 					err := c.send(putAck(w.ack, blk), peer)
 					r.dur, r.blksize, r.window = time.Since(start), bs, win
@@ -676,6 +725,15 @@ func procCPU(pid int) (int64, error) {
 	return sum, nil
 }
 
+// selfCPU is this process's user+system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // clockTick is USER_HZ, 100 on every Linux architecture Go supports here.
 const clockTick = 100
 
@@ -785,7 +843,38 @@ func run() error {
 	}
 	conc := max(1, *concFlag)
 	total := max(1, *nFlag)
-	block := *ioFlag == "block" || *ioFlag == "auto" && conc == 1
+	indep := false
+	switch *clientFlag {
+	case "native":
+	case "indep":
+		indep = true
+	default:
+		return fmt.Errorf("-client %q: want native or indep", *clientFlag)
+	}
+	block := !indep && (*ioFlag == "block" || *ioFlag == "auto" && conc == 1)
+	wantSum := sha256.Sum256(data)
+	if *warmupFlag > 0 {
+		// Untimed transfers first: the server's goroutines, buffers and
+		// heap (and this client's) are then in their steady state.
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range conc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w := newWorker(block)
+				w.indep = indep
+				for next.Add(1) <= int64(*warmupFlag) {
+					if isPut {
+						_, _ = w.put(server, name, data, *blksizeFlag, *windowFlag, *tsizeFlag)
+					} else {
+						_, _ = w.get(server, name, data, wantSum, *blksizeFlag, *windowFlag, *tsizeFlag)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
 
 	// Server state before.
 	var cpu0, rss0 int64
@@ -821,11 +910,13 @@ func run() error {
 		}
 	}
 	drops0 := udpRcvbufErrors()
+	ccpu0 := selfCPU()
 
 	var (
 		started  atomic.Int64
 		mu       sync.Mutex
 		lats     []time.Duration
+		ttfbs    []time.Duration
 		fails    int
 		retrans  int
 		granted  = map[string]int{}
@@ -842,7 +933,9 @@ func run() error {
 		go func() {
 			defer wg.Done()
 			w := newWorker(block)
+			w.indep = indep
 			my := make([]time.Duration, 0, total/conc+1)
+			myTTFB := make([]time.Duration, 0, total/conc+1)
 			myFails, myRetrans := 0, 0
 			myGranted := map[string]int{}
 			var myErr error
@@ -855,7 +948,7 @@ func run() error {
 				if isPut {
 					r, err = w.put(server, name, data, *blksizeFlag, *windowFlag, *tsizeFlag)
 				} else {
-					r, err = w.get(server, name, data, *blksizeFlag, *windowFlag, *tsizeFlag)
+					r, err = w.get(server, name, data, wantSum, *blksizeFlag, *windowFlag, *tsizeFlag)
 				}
 				myRetrans += r.retrans
 				if err != nil {
@@ -866,10 +959,14 @@ func run() error {
 					continue
 				}
 				my = append(my, r.dur)
+				if r.ttfb > 0 {
+					myTTFB = append(myTTFB, r.ttfb)
+				}
 				myGranted[fmt.Sprintf("%d/%d", r.blksize, r.window)]++
 			}
 			mu.Lock()
 			lats = append(lats, my...)
+			ttfbs = append(ttfbs, myTTFB...)
 			fails += myFails
 			retrans += myRetrans
 			for k, v := range myGranted {
@@ -883,6 +980,7 @@ func run() error {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	ccpu := selfCPU() - ccpu0
 
 	// Server state after.
 	kv := [][2]string{}
@@ -942,6 +1040,18 @@ func run() error {
 		mbps = float64(bytesOK) / elapsed.Seconds() / 1e6
 	}
 	add("mbps", fmt.Sprintf("%.1f", mbps))
+	add("client", *clientFlag)
+	if ok > 0 {
+		add("client_cpu_us", fmt.Sprintf("%.1f", float64(ccpu.Microseconds())/float64(ok)))
+	}
+	if len(ttfbs) > 0 {
+		sort.Slice(ttfbs, func(i, j int) bool { return ttfbs[i] < ttfbs[j] })
+		tp := func(p float64) float64 {
+			return float64(ttfbs[min(len(ttfbs)-1, int(p*float64(len(ttfbs))))].Microseconds()) / 1000
+		}
+		add("ttfb_p50ms", fmt.Sprintf("%.2f", tp(0.50)))
+		add("ttfb_p99ms", fmt.Sprintf("%.2f", tp(0.99)))
+	}
 	// Transfers per second in the steady state, by Little's law: with c
 	// clients always busy, c / mean latency. Unlike ok/elapsed (tps_wall)
 	// it does not collapse when the run waits for one transfer stuck in a
@@ -1039,6 +1149,9 @@ var (
 	mDrops  = metric{key: "drops", label: "UdpRcvbufErrors (sum)", sum: true}
 	mRetr   = metric{key: "retrans", label: "client retransmits (sum)", sum: true}
 	mCPUms  = metric{key: "cpu_us", label: "server CPU ms/transfer", scale: 0.001, prec: 0}
+	mCCPU   = metric{key: "client_cpu_us", label: "client CPU µs/transfer", prec: 0}
+	mTTFB50 = metric{key: "ttfb_p50ms", label: "first block p50 ms", prec: 2}
+	mTTFB99 = metric{key: "ttfb_p99ms", label: "first block p99 ms", prec: 1}
 )
 
 func metricsFor(kind, cs string) []metric {
@@ -1046,9 +1159,9 @@ func metricsFor(kind, cs string) []metric {
 	case "single", "put":
 		return []metric{mMBps, mCPUms}
 	case "conc":
-		m := []metric{mTPS, mTPSw, mP50, mP99, mMax, mFail, mRetr, mCPU}
-		if strings.HasSuffix(cs, "c256") {
-			m = append(m, mPeak, mGrowth, mDrops)
+		m := []metric{mTPS, mTPSw, mP50, mP99, mMax, mFail, mRetr, mCPU, mCCPU}
+		if strings.Contains(cs, "c256") {
+			m = append(m, mTTFB50, mTTFB99, mPeak, mGrowth, mDrops)
 		}
 		return m
 	}
@@ -1208,10 +1321,117 @@ func report(path string) error {
 	}
 	printTable(header, rows)
 	fmt.Println()
-	fmt.Println("Medians over repetitions (sums where marked). Ratios are ours/theirs; ✓ = ours at least as good")
+	fmt.Println("Medians over repetitions (sums where marked). Cases ending in -indep: -client indep (netpoller,")
+	fmt.Println("a socket and buffers per transfer, SHA-256 per file), like issue 20's independent client.")
+	fmt.Println("Ratios are ours/theirs; ✓ = ours at least as good")
 	fmt.Println("(higher MB/s and transfers/s, lower latency, CPU and RSS). [b/w] = block/window size the")
 	fmt.Println("server granted when it differs from the one asked for. '-pin' cases: server and client on CPU 0.")
+	fmt.Println()
+	goals(recs, status)
 	return nil
+}
+
+// goal is one row of issue 20's table.
+type goal struct {
+	shape  string
+	cases  []string // the same shape measured with each client
+	key    string
+	peer   string // "" : an absolute goal on ours
+	higher bool
+	target float64 // ratio ours/peer, or the absolute value
+	unit   string
+}
+
+var issueGoals = []goal{
+	{"1 KiB × 64 clients, transfers/s vs dnsmasq", []string{"f1k-c64", "f1k-c64-indep"}, "tps", "dnsmasq", true, 1.0, ""},
+	{"1 MiB × 64 clients, transfers/s vs dnsmasq", []string{"f1m-c64", "f1m-c64-indep"}, "tps", "dnsmasq", true, 1.1, ""},
+	{"server CPU per 1 KiB transfer (c=64) vs dnsmasq", []string{"f1k-c64", "f1k-c64-indep"}, "cpu_us", "dnsmasq", false, 1.0, ""},
+	{"server CPU per 1 MiB transfer (c=64) vs dnsmasq", []string{"f1m-c64", "f1m-c64-indep"}, "cpu_us", "dnsmasq", false, 1.0, ""},
+	{"1 MiB, one client, transfers/s vs atftpd", []string{"f1m-c1", "f1m-c1-indep"}, "tps", "atftpd", true, 1.0, ""},
+	{"16 MiB upload, blksize 1468, MB/s vs atftpd", []string{"put16m-b1468-pin"}, "mbps", "atftpd", true, 1.0, ""},
+	{"16 MiB upload, blksize 512, MB/s vs atftpd", []string{"put16m-b512-pin"}, "mbps", "atftpd", true, 1.0, ""},
+	{"p99 time to first block, 256 clients (1 KiB)", []string{"f1k-c256", "f1k-c256-indep"}, "ttfb_p99ms", "", false, 10, " ms"},
+}
+
+// goals prints issue 20's table: each shape with each client, ours against
+// the peer named there, and whether the goal is met.
+func goals(recs map[[2]string][]record, status map[[2]string]string) {
+	med := func(cs, srv, key string) (float64, bool) {
+		if _, failed := status[[2]string{cs, srv}]; failed {
+			return 0, false
+		}
+		var xs []float64
+		for _, r := range recs[[2]string{cs, srv}] {
+			if v, ok := r.num(key); ok {
+				xs = append(xs, v)
+			}
+		}
+		if len(xs) == 0 {
+			return 0, false
+		}
+		return median(xs), true
+	}
+	header := []string{"shape (issue 20)", "client", "ours", "peer", "ours/peer", "goal", "met"}
+	var rows [][]string
+	for _, g := range issueGoals {
+		for _, cs := range g.cases {
+			client := "tftpload"
+			if strings.HasSuffix(cs, "-indep") {
+				client = "indep"
+			}
+			o, okO := med(cs, "ours", g.key)
+			if !okO {
+				continue
+			}
+			row := []string{g.shape, client, fmtNum(o)}
+			var val float64
+			var goalText string
+			cmp := ">="
+			if !g.higher {
+				cmp = "<="
+			}
+			if g.peer == "" {
+				row = append(row, "", "")
+				val = o
+				if !g.higher {
+					cmp = "<"
+				}
+				goalText = fmt.Sprintf("%s %g%s", cmp, g.target, g.unit)
+			} else {
+				p, okP := med(cs, g.peer, g.key)
+				if !okP || p == 0 {
+					continue
+				}
+				val = o / p
+				row = append(row, fmtNum(p), fmt.Sprintf("%.2fx", val))
+				goalText = fmt.Sprintf("%s %.2fx", cmp, g.target)
+			}
+			met := (g.higher && val >= g.target) || (!g.higher && (val < g.target || g.peer != "" && val == g.target))
+			mark := "no"
+			if met {
+				mark = "yes"
+			}
+			rows = append(rows, append(row, goalText, mark))
+			g.shape = "" // print the shape once
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	printTable(header, rows)
+	fmt.Println()
+	fmt.Println("transfers/s = clients / mean latency; CPU = server utime+stime per transfer (µs);")
+	fmt.Println("first block = request sent to the first DATA or OACK received.")
+}
+
+func fmtNum(v float64) string {
+	switch {
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
 }
 
 func printTable(header []string, rows [][]string) {
