@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net/netip"
+	"runtime"
 	"testing"
 )
 
@@ -63,5 +65,72 @@ func TestNetasciiReaderMatchesEncode(t *testing.T) {
 		for range 200 {
 			check(rng.Int64N(int64(len(want))+2), 1+rng.IntN(3000))
 		}
+	}
+}
+
+// TestNetasciiReadersShareOneTranslation holds silent netascii readers of
+// one file in the memory store: they share one translation of the stored
+// version, so the heap grows by about one file, not one per reader.
+func TestNetasciiReadersShareOneTranslation(t *testing.T) {
+	const (
+		size    = 4 << 20
+		readers = 16
+	)
+	port := advStart(t, "timeout 2s")
+	server := loopback4(port)
+	advPut(t, server, "img", randomBytes(t, size))
+	base := advHeapInuse()
+	var held []*advPeer
+	var tids []netip.AddrPort
+	for range readers {
+		p := advDial(t, false)
+		p.send(server, appendRequest(nil, opRRQ, "img", "netascii"))
+		_, tid := p.expectBlock("netascii RRQ", opDATA, 1)
+		held, tids = append(held, p), append(tids, tid)
+	}
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	grown := int64(m.HeapInuse) - int64(base)
+	for i, p := range held {
+		p.send(tids[i], appendError(nil, ErrCodeUndefined, "bye"))
+	}
+	t.Logf("%d silent netascii readers of a %d MiB file: heap in use grew by %d MiB", readers, size>>20, grown>>20)
+	// One shared translation is about one file's size; a copy per reader
+	// would be readers times that.
+	if grown > 4*size {
+		t.Errorf("%d netascii readers of a %d MiB file grew the heap by %d MiB: the translation is not shared", readers, size>>20, grown>>20)
+	}
+}
+
+func TestNetasciiEncode(t *testing.T) {
+	in := []byte("line1\nline2\r\nbare\rend")
+	want := []byte("line1\r\nline2\r\x00\r\nbare\r\x00end")
+	got := netasciiEncode(in)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("encode: %q, want %q", got, want)
+	}
+	if netasciiSize(in) != int64(len(want)) {
+		t.Fatalf("size %d, want %d", netasciiSize(in), len(want))
+	}
+}
+
+func TestNetasciiDecodeAcrossBlocks(t *testing.T) {
+	orig := []byte("a\nb\rc\r\n\n\r")
+	wire := netasciiEncode(orig)
+	// Split the wire form at every position, so a CR lands at the end of
+	// a block in every way it can.
+	for cut := 0; cut <= len(wire); cut++ {
+		var d netasciiDecoder
+		out := d.decode(nil, wire[:cut])
+		out = d.decode(out, wire[cut:])
+		out = d.flush(out)
+		if !bytes.Equal(out, orig) {
+			t.Fatalf("cut at %d: %q, want %q", cut, out, orig)
+		}
+	}
+	// A bare CR (invalid netascii) is kept, not lost.
+	var d netasciiDecoder
+	if out := d.flush(d.decode(nil, []byte("x\ry\r"))); !bytes.Equal(out, []byte("x\ry\r")) {
+		t.Fatalf("bare CR: %q", out)
 	}
 }

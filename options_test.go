@@ -1,7 +1,6 @@
 package tftp
 
 import (
-	"bytes"
 	"strconv"
 	"testing"
 	"time"
@@ -108,61 +107,4 @@ func FuzzNegotiate(f *testing.F) {
 			}
 		}
 	})
-}
-
-func TestNetasciiEncode(t *testing.T) {
-	in := []byte("line1\nline2\r\nbare\rend")
-	want := []byte("line1\r\nline2\r\x00\r\nbare\r\x00end")
-	got := netasciiEncode(in)
-	if !bytes.Equal(got, want) {
-		t.Fatalf("encode: %q, want %q", got, want)
-	}
-	if netasciiSize(in) != int64(len(want)) {
-		t.Fatalf("size %d, want %d", netasciiSize(in), len(want))
-	}
-}
-
-func TestNetasciiDecodeAcrossBlocks(t *testing.T) {
-	orig := []byte("a\nb\rc\r\n\n\r")
-	wire := netasciiEncode(orig)
-	// Split the wire form at every position, so a CR lands at the end of
-	// a block in every way it can.
-	for cut := 0; cut <= len(wire); cut++ {
-		var d netasciiDecoder
-		out := d.decode(nil, wire[:cut])
-		out = d.decode(out, wire[cut:])
-		out = d.flush(out)
-		if !bytes.Equal(out, orig) {
-			t.Fatalf("cut at %d: %q, want %q", cut, out, orig)
-		}
-	}
-	// A bare CR (invalid netascii) is kept, not lost.
-	var d netasciiDecoder
-	if out := d.flush(d.decode(nil, []byte("x\ry\r"))); !bytes.Equal(out, []byte("x\ry\r")) {
-		t.Fatalf("bare CR: %q", out)
-	}
-}
-
-func TestCleanName(t *testing.T) {
-	ok := map[string]string{
-		"f":                    "f",
-		"/f":                   "f",
-		"//a//b/":              "a/b",
-		"./a/./b":              "a/b",
-		`pxelinux.cfg\default`: "pxelinux.cfg/default",
-		`\boot\x.efi`:          "boot/x.efi",
-		"a/../b":               "b",
-		"with space":           "with space",
-	}
-	for in, want := range ok {
-		got, err := cleanName(in)
-		if err != nil || got != want {
-			t.Errorf("cleanName(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "/", ".", "..", "../etc/passwd", "a/../../b", `..\x`, "a\x00b", "/../x"} {
-		if got, err := cleanName(bad); err == nil {
-			t.Errorf("cleanName(%q) = %q, want an error", bad, got)
-		}
-	}
 }
