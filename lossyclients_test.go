@@ -72,8 +72,11 @@ func TestReliabilityLossyUploads(t *testing.T) {
 			sent, dropped, doubled, dataSeen := relay.counts()
 			// Each lost packet costs the client one DATA retransmission,
 			// and so does each ACK the relay doubles (atftp answers every
-			// ACK, duplicates too); nothing else may add DATA packets.
-			limit := blocks + dropped[0] + dropped[1] + doubled[1] + 2
+			// ACK, duplicates too). The slack of 4 covers a client timing
+			// out on a machine too loaded to answer in time; the Sorcerer's
+			// Apprentice this guards against doubles the traffic (over 100
+			// packets here).
+			limit := blocks + dropped[0] + dropped[1] + doubled[1] + 4
 			t.Logf("%s: %v; %d DATA sent for %d blocks; to server %d (lost %d, doubled %d), to client %d (lost %d, doubled %d)",
 				u.name, time.Since(start).Round(time.Millisecond), dataSeen, blocks, sent[0], dropped[0], doubled[0], sent[1], dropped[1], doubled[1])
 			if err != nil || tftpHPAFailure.Match(out) || atftpFailure.Match(out) {
