@@ -1,9 +1,11 @@
 package tftp
 
-// The modules that live in packages of their own (the store modules and
-// the proxy_dhcp app) are registered by importing them here, so a plain
+// The modules and commands that live in packages of their own (the store
+// modules, the proxy_dhcp app, the tftp-server and tftp commands) are
+// registered by importing them here, so a plain
 // `xcaddy build --with github.com/caddy-tftp/tftp` gets all of them.
 import (
+	_ "github.com/caddy-tftp/tftp/command"
 	_ "github.com/caddy-tftp/tftp/modules/caddystorage"
 	_ "github.com/caddy-tftp/tftp/modules/filesystem"
 	_ "github.com/caddy-tftp/tftp/modules/httpstore"
