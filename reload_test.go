@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -870,10 +871,15 @@ func TestReloadStopGracePeriod(t *testing.T) {
 
 // reloadProc is a caddy process started by a test.
 type reloadProc struct {
-	cmd    *exec.Cmd
-	log    string
-	admin  string
-	env    []string
+	cmd   *exec.Cmd
+	log   string
+	admin string
+	env   []string
+	// client opens one connection per request, on a transport of its own
+	// (not http.DefaultTransport): Caddy replaces its admin server on every
+	// load, and a connection kept alive from the startup probe would
+	// otherwise carry the first POST /load.
+	client *http.Client
 	exited chan struct{}
 	err    error // valid once exited is closed
 }
@@ -924,6 +930,7 @@ func reloadStartProc(t *testing.T, bin, config, admin string) *reloadProc {
 		log:    filepath.Join(dir, "caddy.log"),
 		admin:  admin,
 		env:    append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_DATA_HOME="+filepath.Join(dir, "data")),
+		client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second},
 		exited: make(chan struct{}),
 	}
 	logFile, err := os.Create(p.log)
@@ -958,7 +965,7 @@ func reloadStartProc(t *testing.T, bin, config, admin string) *reloadProc {
 		}
 	})
 
-	client := &http.Client{Timeout: 2 * time.Second}
+	client := &http.Client{Transport: p.client.Transport, Timeout: 2 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -1000,10 +1007,7 @@ func (p *reloadProc) postLoad(caddyfile []byte) error {
 	}
 	req.Header.Set("Content-Type", "text/caddyfile")
 	req.Header.Set("Cache-Control", "must-revalidate")
-	// Every load replaces the admin server, closing idle connections to
-	// the old one; a reused connection would fail with EOF.
-	req.Close = true
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := p.client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -1013,6 +1017,56 @@ func (p *reloadProc) postLoad(caddyfile []byte) error {
 		return fmt.Errorf("POST /load: %s: %s", resp.Status, body)
 	}
 	return nil
+}
+
+// awaitOldAdminClosed returns once a single listening socket is left on
+// the admin address, that is once the admin server replaced by the last
+// load has closed its listener.
+//
+// Caddy (v2.11.9, admin.go replaceLocalAdminServer) starts the new admin
+// server on a second SO_REUSEPORT socket before the old one is closed,
+// and closes the old one from a goroutine that may run only after the
+// reply to POST /load has gone out. While both sockets listen, the kernel
+// hands each new connection to one of them at random; a connection queued
+// on the old socket when it closes is reset. That is how the next POST
+// /load, sent as soon as the previous one was answered, met "connection
+// reset by peer". No request can be sent safely until the old socket is
+// gone, and only the kernel's socket table shows when that is: a bounded
+// poll of /proc/net/tcp. Where that table is missing (not Linux) there is
+// nothing to wait on.
+func (p *reloadProc) awaitOldAdminClosed() error {
+	ap, err := netip.ParseAddrPort(p.admin)
+	if err != nil || !ap.Addr().Is4() {
+		return fmt.Errorf("admin address %q: want an IPv4 address and port (%v)", p.admin, err)
+	}
+	a4 := ap.Addr().As4()
+	// /proc/net/tcp prints the address as the native-endian value of
+	// the network-order bytes, then the port in hex; 0A is LISTEN.
+	local := fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(a4[:]), ap.Port())
+	deadline := time.Now().Add(reloadWait)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	listening := 0
+	for range 10000 {
+		table, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			return nil
+		}
+		listening = 0
+		for _, line := range strings.Split(string(table), "\n") {
+			if f := strings.Fields(line); len(f) > 3 && f[1] == local && f[3] == "0A" {
+				listening++
+			}
+		}
+		if listening == 1 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		<-tick.C
+	}
+	return fmt.Errorf("%d sockets still listen on the admin address %s %v after the load", listening, p.admin, reloadWait)
 }
 
 // command runs a caddy subcommand against this process's admin API.
@@ -1202,6 +1256,9 @@ func TestReloadUnderLoad(t *testing.T) {
 			err = proc.postLoad(body)
 		} else {
 			err = proc.command(bin, "reload", "--config", configs[variant], "--adapter", "caddyfile", "--address", admin, "--force")
+		}
+		if err == nil {
+			err = proc.awaitOldAdminClosed() // before the next admin request
 		}
 		if err != nil {
 			stopClients()
