@@ -304,7 +304,9 @@ func (s *HTTP) download(u string, c *call, stale *entry, extra http.Header, req 
 	s.mu.Lock()
 	s.forget(u, c)
 	if err == nil && s.cache != nil && !s.closed && b.meta.storable() {
-		s.cache.put(u, b, b.meta.expires(s.now(), time.Duration(s.Cache.TTL)))
+		// Freshness counts from when the request was sent (RFC 9111
+		// section 4.2.3): never longer than the upstream allowed.
+		s.cache.put(u, b, b.meta.expires(start, time.Duration(s.Cache.TTL)))
 	} else {
 		b.release()
 	}

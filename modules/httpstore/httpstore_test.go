@@ -408,6 +408,7 @@ func TestHTTPStoreCache(t *testing.T) {
 	if n := up.count("GET", "/files/etag"); n != 1 {
 		t.Fatalf("within the TTL: %d GETs, want 1", n)
 	}
+	awaitNoDownload(t, s)
 	clock.Advance(11 * time.Second)
 	if got := read("etag"); string(got) != "version 1" {
 		t.Fatalf("after 304: %q", got)
@@ -426,6 +427,7 @@ func TestHTTPStoreCache(t *testing.T) {
 		t.Fatalf("a 304 renews the TTL: %d GETs, want 2", n)
 	}
 	up.set("etag", upFile{data: []byte("version 2"), etag: `"v2"`})
+	awaitNoDownload(t, s)
 	clock.Advance(11 * time.Second)
 	if got := read("etag"); string(got) != "version 2" {
 		t.Fatalf("changed upstream after the TTL: %q", got)
@@ -437,6 +439,9 @@ func TestHTTPStoreCache(t *testing.T) {
 	if got := read("plain"); string(got) != "plain 1" {
 		t.Fatalf("within the TTL: %q", got)
 	}
+	// A reader that comes while the download is still being put away
+	// shares it; past the TTL means after that.
+	awaitNoDownload(t, s)
 	clock.Advance(11 * time.Second)
 	if got := read("plain"); string(got) != "plain 2" {
 		t.Fatalf("past the TTL: %q", got)
@@ -449,6 +454,7 @@ func TestHTTPStoreCache(t *testing.T) {
 		t.Errorf("private: %d GETs, want 2", n)
 	}
 	read("short")
+	awaitNoDownload(t, s)
 	clock.Advance(3 * time.Second)
 	read("short")
 	if n := up.count("GET", "/files/short"); n != 2 {
@@ -700,5 +706,23 @@ func TestHTTPStoreCloseWakesReadAt(t *testing.T) {
 	}
 	if err := f.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// awaitNoDownload waits, bounded, until s has no download in flight.
+func awaitNoDownload(t *testing.T, s *HTTP) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.inflight)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d downloads still in flight", n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
