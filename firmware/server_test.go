@@ -43,6 +43,10 @@ func startServer(t *testing.T, dir, netns, listen string) *tftpServer {
 	tftp {
 		grace_period 1s
 		listen %s
+		# The lab seeds the store from the host side of the namespace and
+		# U-Boot uploads from the guest: uploads are open to the lab's
+		# private network, not only to loopback (the default).
+		allow_write private_ranges
 		store boot {
 			max_file_size 64MiB
 		}
