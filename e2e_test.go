@@ -2,10 +2,11 @@ package tftp
 
 import (
 	"bytes"
-	"crypto/rand"
 	"fmt"
 	"net/netip"
 	"testing"
+
+	"github.com/caddy-tftp/tftp/internal/storetest"
 )
 
 // roundTripSizes are the file sizes every client must put and get back
@@ -13,14 +14,8 @@ import (
 // 16-bit size, and 1 MiB.
 var roundTripSizes = []int{0, 1, 511, 512, 513, 1024, 65535, 1 << 20}
 
-func randomBytes(t testing.TB, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+// randomBytes returns n random bytes.
+var randomBytes = storetest.RandomBytes
 
 // startDefaultServer runs one server listening on the wildcard address of a
 // free port, so both loopback families reach it.

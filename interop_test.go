@@ -256,6 +256,7 @@ type interopRelay struct {
 	learned bool
 	client  netip.AddrPort
 	packets []interopPacket
+	faults  *relayFaults // nil: every packet is forwarded once
 }
 
 // startRelay starts a relay to server; keepData keeps DATA payloads (leave
@@ -338,9 +339,15 @@ func (r *interopRelay) pump(fromServer bool) {
 			p.raw = bytes.Clone(pkt)
 		}
 		r.packets = append(r.packets, p)
+		copies := 1
+		if r.faults != nil {
+			copies = r.faults.copies(fromServer)
+		}
 		r.mu.Unlock()
-		if to.IsValid() {
-			_, _ = out.WriteToUDPAddrPort(pkt, to)
+		for range copies {
+			if to.IsValid() {
+				_, _ = out.WriteToUDPAddrPort(pkt, to)
+			}
 		}
 	}
 }

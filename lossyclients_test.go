@@ -69,7 +69,7 @@ func TestReliabilityLossyUploads(t *testing.T) {
 			cmd.WaitDelay = 5 * time.Second
 			start := time.Now()
 			out, err := cmd.CombinedOutput()
-			sent, dropped, doubled, dataSeen := relay.counts()
+			sent, dropped, doubled, dataSeen := relay.faultCounts()
 			// Each lost packet costs the client one DATA retransmission,
 			// and so does each ACK the relay doubles (atftp answers every
 			// ACK, duplicates too). The slack of 4 covers a client timing

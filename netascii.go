@@ -14,14 +14,8 @@ import (
 func netasciiEncode(src []byte) []byte {
 	dst := make([]byte, 0, netasciiSize(src))
 	for _, c := range src {
-		switch c {
-		case '\n':
-			dst = append(dst, '\r', '\n')
-		case '\r':
-			dst = append(dst, '\r', 0)
-		default:
-			dst = append(dst, c)
-		}
+		form, w := netasciiForm(c)
+		dst = append(dst, form[:w]...)
 	}
 	return dst
 }
@@ -79,6 +73,17 @@ func (d *netasciiDecoder) flush(dst []byte) []byte {
 		dst = append(dst, '\r')
 	}
 	return dst
+}
+
+// netasciiForm is the netascii form of one stored byte and its length.
+func netasciiForm(c byte) ([2]byte, int64) {
+	switch c {
+	case '\n':
+		return [2]byte{'\r', '\n'}, 2
+	case '\r':
+		return [2]byte{'\r', 0}, 2
+	}
+	return [2]byte{c}, 1
 }
 
 // netasciiMarkEvery is how many stored bytes lie between two positions a
@@ -150,7 +155,10 @@ func (r *netasciiReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	n := 0
 	for n < len(p) && pos.enc < r.size {
-		k, err := r.src.ReadAt(r.buf, pos.raw)
+		// Each stored byte gives at least one byte of netascii, so this
+		// many are enough to reach off and fill p.
+		need := int64(len(p)-n) + max(off-pos.enc, 0)
+		k, err := r.src.ReadAt(r.buf[:min(need, int64(len(r.buf)))], pos.raw)
 		if k == 0 {
 			if err == nil {
 				err = io.ErrUnexpectedEOF
@@ -158,36 +166,19 @@ func (r *netasciiReader) ReadAt(p []byte, off int64) (int, error) {
 			return n, err
 		}
 		for _, c := range r.buf[:k] {
-			enc := [2]byte{c, 0}
-			w := 1
-			switch c {
-			case '\n':
-				enc, w = [2]byte{'\r', '\n'}, 2
-			case '\r':
-				w = 2
-			}
-			if pos.enc+int64(w) <= off {
-				// Wholly before the requested offset.
-				pos.raw++
-				pos.enc += int64(w)
-				continue
-			}
-			if n+w-int(max(off-pos.enc, 0)) > len(p) {
-				// Not all of this byte's form fits: stop before it, so
-				// the cursor stays on a stored-byte boundary.
-				for i := int(max(off-pos.enc, 0)); i < w && n < len(p); i++ {
-					p[n] = enc[i]
-					n++
+			form, w := netasciiForm(c)
+			for i := max(off-pos.enc, 0); i < w; i++ {
+				if n == len(p) {
+					// This byte's form is cut: the cursor stays on it, a
+					// stored-byte boundary.
+					r.cur = pos
+					return n, nil
 				}
-				r.cur = pos
-				return n, nil
-			}
-			for i := int(max(off-pos.enc, 0)); i < w; i++ {
-				p[n] = enc[i]
+				p[n] = form[i]
 				n++
 			}
 			pos.raw++
-			pos.enc += int64(w)
+			pos.enc += w
 			if n == len(p) {
 				break
 			}

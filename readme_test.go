@@ -198,7 +198,6 @@ func readmeSubstitutions(t testing.TB) []string {
 		"<bytes>", "1468",
 		"<blocks>", "16",
 		"<size>", "1MiB",
-		"<server directives>", "read_only",
 		// the proxy_dhcp syntax summary
 		"<addresses or interfaces...>", "127.0.0.1 lo",
 		"<architecture> <file or URL>", "efi-x64 ipxe.efi",
@@ -210,9 +209,7 @@ func readmeSubstitutions(t testing.TB) []string {
 }
 
 func applySubstitutions(body string, pairs []string) string {
-	for i := 0; i+1 < len(pairs); i += 2 {
-		body = strings.ReplaceAll(body, pairs[i], pairs[i+1])
-	}
+	body = strings.NewReplacer(pairs...).Replace(body)
 	// "..." stands for "more directives" in the syntax summaries.
 	var out []string
 	for _, l := range strings.Split(body, "\n") {

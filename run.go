@@ -41,7 +41,7 @@ func (s *Server) runTransfer(in inbound, at *activeTransfer, req request, netasc
 		return
 	}
 	defer f.close()
-	t, err := s.connect(&in, at, &req, params, f)
+	t, err := s.connect(&in, at, &req, params, f.size)
 	if err != nil {
 		f.abort()
 		slot.release()
@@ -50,7 +50,7 @@ func (s *Server) runTransfer(in inbound, at *activeTransfer, req request, netasc
 		return
 	}
 	defer t.release()
-	err = s.transfer(t, &req, f, netascii)
+	err = s.transfer(t, &req, &f, netascii)
 	at.finished.Store(true)
 	if at.inbox == nil {
 		slot.release()
@@ -94,24 +94,24 @@ type openedFile struct {
 
 // open opens the named file for the request and negotiates its options
 // (a read's tsize needs the file's size).
-func (s *Server) open(req *request, name string, netascii bool, peer netip.AddrPort) (*openedFile, transferParams, error) {
+func (s *Server) open(req *request, name string, netascii bool, peer netip.AddrPort) (openedFile, transferParams, error) {
 	info := s.requestInfo(req, peer)
 	if req.op == opWRQ {
 		params := negotiate(req, s.policy, -1)
 		up, err := s.store.Create(name, store.CreateOptions{Overwrite: !s.NoOverwrite, Size: params.tsize, Request: info})
 		if err != nil {
-			return nil, params, err
+			return openedFile{}, params, err
 		}
-		return &openedFile{up: up, size: params.tsize}, params, nil
+		return openedFile{up: up, size: params.tsize}, params, nil
 	}
 	f, src, size, err := s.openForRead(name, netascii, info)
 	if err != nil {
 		if f != nil {
 			_ = f.Close()
 		}
-		return nil, transferParams{}, err
+		return openedFile{}, transferParams{}, err
 	}
-	o := &openedFile{file: f, src: src, size: size}
+	o := openedFile{file: f, src: src, size: size}
 	if g, ok := f.(store.GrowingFile); ok {
 		// A read waiting for bytes that have not arrived yet is woken
 		// when the server's transfers are cancelled.
@@ -140,7 +140,7 @@ func (o *openedFile) abort() {
 // connect gives the transfer its connection: a new socket on the address
 // the client contacted, or in single-port mode the listener's inbox. The
 // transfer is published in the listener's record for the admin API.
-func (s *Server) connect(in *inbound, at *activeTransfer, req *request, params transferParams, f *openedFile) (*transfer, error) {
+func (s *Server) connect(in *inbound, at *activeTransfer, req *request, params transferParams, size int64) (*transfer, error) {
 	var conn packetConn = at.inbox
 	peer := unmapAddrPort(in.remote)
 	if at.inbox == nil {
@@ -151,7 +151,7 @@ func (s *Server) connect(in *inbound, at *activeTransfer, req *request, params t
 		conn = udp
 	}
 	t := newTransfer(s.transferCtx, conn, peer, params, s.limits)
-	t.size = f.size
+	t.size = size
 	if req.op == opRRQ {
 		t.batch = newSendBatch(conn, peer, params)
 	}

@@ -304,7 +304,8 @@ func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 		last = uint64(size/bs) + 1 // a multiple of bs ends with an empty block
 	}
 	window := uint64(t.params.windowSize)
-	base, next := uint64(1), uint64(1) // first unacknowledged, next to send
+	growing, _ := src.(store.GrowingFile) // nil unless bytes still arrive
+	base, next := uint64(1), uint64(1)    // first unacknowledged, next to send
 	retries := 0
 	resent := false
 	var deadline time.Time
@@ -315,7 +316,7 @@ func (t *transfer) serveRead(src io.ReaderAt, size int64) error {
 				t.markFinishing()
 			}
 			if t.batch != nil {
-				short, err := t.sendBlocks(src, size, next, end)
+				short, err := t.sendBlocks(src, growing, size, next, end)
 				if err != nil {
 					return err
 				}
@@ -647,13 +648,12 @@ type packetConn interface {
 // sendBlocks sends blocks first..last (counted from 1) in as few calls as
 // the batch allows. It stops after a block that comes back short, the
 // last of the file, and returns its number (0 when every block was full).
-// For a file whose bytes are still arriving, the blocks already gathered
+// For a file whose bytes are still arriving (growing), the blocks gathered
 // leave before a read that would wait, so the first block of a window is
 // never held back by the ones after it.
-func (t *transfer) sendBlocks(src io.ReaderAt, size int64, first, last uint64) (short uint64, err error) {
+func (t *transfer) sendBlocks(src io.ReaderAt, growing store.GrowingFile, size int64, first, last uint64) (short uint64, err error) {
 	b := t.batch
 	bs := int64(t.params.blockSize)
-	growing, _ := src.(store.GrowingFile)
 	for first <= last && short == 0 {
 		n := 0
 		for ; n < len(b.msgs) && first+uint64(n) <= last; n++ {

@@ -74,25 +74,20 @@ func offWord(v string) bool {
 // IntOrOff reads a whole number from lo to hi, or off / unlimited / -1,
 // stored as Off.
 func IntOrOff(d *caddyfile.Dispenser, dst *int, lo, hi int) error {
-	name := d.Val()
-	v, err := Single(d)
-	if err != nil {
+	if off, err := takeOff(d); off || err != nil {
+		*dst = Off
 		return err
 	}
-	if offWord(v) {
-		*dst = Off
-		return nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi {
-		return d.Errf("%s: %q is not a whole number from %d to %d, or off", name, v, lo, hi)
-	}
-	*dst = n
-	return nil
+	return intIn(d, dst, lo, hi, ", or off")
 }
 
 // IntRange reads a whole number from lo to hi.
 func IntRange(d *caddyfile.Dispenser, dst *int, lo, hi int) error {
+	return intIn(d, dst, lo, hi, "")
+}
+
+// intIn reads a whole number from lo to hi; hint ends the error message.
+func intIn(d *caddyfile.Dispenser, dst *int, lo, hi int, hint string) error {
 	name := d.Val()
 	v, err := Single(d)
 	if err != nil {
@@ -100,7 +95,7 @@ func IntRange(d *caddyfile.Dispenser, dst *int, lo, hi int) error {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < lo || n > hi {
-		return d.Errf("%s: %q is not a whole number from %d to %d", name, v, lo, hi)
+		return d.Errf("%s: %q is not a whole number from %d to %d%s", name, v, lo, hi, hint)
 	}
 	*dst = n
 	return nil
@@ -119,15 +114,23 @@ func PositiveDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 // DurationOrOff reads a duration above zero, or off / unlimited / -1,
 // stored as Off.
 func DurationOrOff(d *caddyfile.Dispenser) (caddy.Duration, error) {
-	if d.NextArg() {
-		v := d.Val()
-		d.Prev()
-		if offWord(v) {
-			if _, err := Single(d); err != nil {
-				return 0, err
-			}
-			return Off, nil
-		}
+	if off, err := takeOff(d); off || err != nil {
+		return Off, err
 	}
 	return PositiveDuration(d)
+}
+
+// takeOff consumes the directive's argument when it turns a limit off
+// (off, unlimited or -1); otherwise the cursor stays on the directive.
+func takeOff(d *caddyfile.Dispenser) (bool, error) {
+	if !d.NextArg() {
+		return false, nil
+	}
+	v := d.Val()
+	d.Prev()
+	if !offWord(v) {
+		return false, nil
+	}
+	_, err := Single(d)
+	return true, err
 }

@@ -3,7 +3,6 @@ package caddystorage
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-tftp/tftp/internal/storetest"
 	"github.com/caddy-tftp/tftp/store"
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
@@ -108,74 +108,19 @@ func newSSTestStore(t *testing.T, st certmagic.Storage, configure func(*StorageS
 	return s, logs
 }
 
-func ssPut(t *testing.T, s store.Store, name string, data []byte) {
-	t.Helper()
-	if err := ssTryPut(s, name, data, true); err != nil {
-		t.Fatalf("put %s: %v", name, err)
-	}
-}
-
-func ssTryPut(s store.Store, name string, data []byte, overwrite bool) error {
-	up, err := s.Create(name, store.CreateOptions{Overwrite: overwrite, Size: -1})
-	if err != nil {
-		return err
-	}
-	for chunk := range ssChunks(data, 512) {
-		if _, err := up.Write(chunk); err != nil {
-			up.Abort()
-			return err
-		}
-	}
-	return up.Commit()
-}
-
-func ssChunks(b []byte, n int) func(func([]byte) bool) {
-	return func(yield func([]byte) bool) {
-		for len(b) > 0 {
-			m := min(n, len(b))
-			if !yield(b[:m]) {
-				return
-			}
-			b = b[m:]
-		}
-	}
-}
-
-func ssRead(t *testing.T, s store.Store, name string) []byte {
-	t.Helper()
-	b, err := ssTryRead(s, name)
-	if err != nil {
-		t.Fatalf("open %s: %v", name, err)
-	}
-	return b
-}
-
-func ssTryRead(s store.Store, name string) ([]byte, error) {
-	f, err := s.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b := make([]byte, f.Size())
-	if n, err := f.ReadAt(b, 0); n != len(b) {
-		return nil, fmt.Errorf("short read %d of %d: %v", n, len(b), err)
-	}
-	return b, nil
-}
-
 func TestStorageStorePutGet(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := newSSTestStore(t, &certmagic.FileStorage{Path: dir}, nil)
 	files := map[string][]byte{
-		"boot.bin":             randomBytes(t, 70000),
+		"boot.bin":             storetest.RandomBytes(t, 70000),
 		"pxelinux.cfg/default": []byte("DEFAULT linux\n"),
 		"with space.bin":       {},
 	}
 	for name, data := range files {
-		ssPut(t, s, name, data)
+		storetest.MustPut(t, s, name, data)
 	}
 	for name, data := range files {
-		if got := ssRead(t, s, name); !bytes.Equal(got, data) {
+		if got := storetest.MustRead(t, s, name); !bytes.Equal(got, data) {
 			t.Errorf("%s: got %d bytes, want %d identical", name, len(got), len(data))
 		}
 		fi, err := s.Stat(name)
@@ -257,7 +202,7 @@ func TestStorageStoreProvisionFromConfig(t *testing.T) {
 	if err := s.AttachName("fleet"); err != nil {
 		t.Fatal(err)
 	}
-	ssPut(t, s, "x", []byte("hello"))
+	storetest.MustPut(t, s, "x", []byte("hello"))
 	if b, err := os.ReadFile(filepath.Join(dir, "tftp", "fleet", "x")); err != nil || string(b) != "hello" {
 		t.Fatalf("file_system storage holds %q, %v", b, err)
 	}
@@ -267,18 +212,18 @@ func TestStorageStoreAtomicCommit(t *testing.T) {
 	dir := t.TempDir()
 	raw := &certmagic.FileStorage{Path: dir}
 	s, _ := newSSTestStore(t, raw, nil)
-	v1 := randomBytes(t, 5000)
-	ssPut(t, s, "img", v1)
+	v1 := storetest.RandomBytes(t, 5000)
+	storetest.MustPut(t, s, "img", v1)
 
 	// An upload in progress is invisible, in the store and in the storage.
 	up, err := s.Create("img", store.CreateOptions{Overwrite: true, Size: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := up.Write(randomBytes(t, 3000)); err != nil {
+	if _, err := up.Write(storetest.RandomBytes(t, 3000)); err != nil {
 		t.Fatal(err)
 	}
-	if got := ssRead(t, s, "img"); !bytes.Equal(got, v1) {
+	if got := storetest.MustRead(t, s, "img"); !bytes.Equal(got, v1) {
 		t.Fatal("partial upload visible through Open")
 	}
 	if got, _ := raw.Load(context.Background(), "tftp/shared/img"); !bytes.Equal(got, v1) {
@@ -305,14 +250,14 @@ func TestStorageStoreAtomicCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v2 := randomBytes(t, 6000)
-	ssPut(t, s, "img", v2)
+	v2 := storetest.RandomBytes(t, 6000)
+	storetest.MustPut(t, s, "img", v2)
 	snap := make([]byte, f.Size())
 	_, _ = f.ReadAt(snap, 0)
 	if !bytes.Equal(snap, v1) {
 		t.Error("open snapshot changed by a later commit")
 	}
-	if got := ssRead(t, s, "img"); !bytes.Equal(got, v2) {
+	if got := storetest.MustRead(t, s, "img"); !bytes.Equal(got, v2) {
 		t.Error("commit not visible")
 	}
 
@@ -351,7 +296,7 @@ func TestStorageStoreWritersSerialised(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		inputs[i] = randomBytes(t, 10_000+i)
+		inputs[i] = storetest.RandomBytes(t, 10_000+i)
 		if _, err := up.Write(inputs[i]); err != nil {
 			t.Fatal(err)
 		}
@@ -377,7 +322,7 @@ func TestStorageStoreWritersSerialised(t *testing.T) {
 	if won < 0 {
 		t.Fatal("no writer committed")
 	}
-	if got := ssRead(t, s, "once"); !bytes.Equal(got, inputs[won]) {
+	if got := storetest.MustRead(t, s, "once"); !bytes.Equal(got, inputs[won]) {
 		t.Error("stored version is not the winner's")
 	}
 	flaky.mu.Lock()
@@ -400,22 +345,22 @@ func TestStorageStoreLimits(t *testing.T) {
 	if _, err := s.Create("big", store.CreateOptions{Overwrite: true, Size: 1001}); !errors.Is(err, store.ErrTooLarge) {
 		t.Errorf("declared size over max_file_size: %v", err)
 	}
-	if err := ssTryPut(s, "big", make([]byte, 1001), true); !errors.Is(err, store.ErrTooLarge) {
+	if err := storetest.Put(s, "big", make([]byte, 1001), true); !errors.Is(err, store.ErrTooLarge) {
 		t.Errorf("streamed size over max_file_size: %v", err)
 	}
-	ssPut(t, s, "a", make([]byte, 900))
+	storetest.MustPut(t, s, "a", make([]byte, 900))
 	if _, err := s.Create("b", store.CreateOptions{Overwrite: true, Size: 700}); !errors.Is(err, store.ErrStoreFull) {
 		t.Errorf("declared size over max_bytes: %v", err)
 	}
-	if err := ssTryPut(s, "b", make([]byte, 700), true); !errors.Is(err, store.ErrStoreFull) {
+	if err := storetest.Put(s, "b", make([]byte, 700), true); !errors.Is(err, store.ErrStoreFull) {
 		t.Errorf("commit over max_bytes: %v", err)
 	}
 	if _, err := s.Stat("b"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("refused upload stored: %v", err)
 	}
 	// Replacing a file counts only the difference.
-	ssPut(t, s, "a", make([]byte, 1000))
-	ssPut(t, s, "b", make([]byte, 500))
+	storetest.MustPut(t, s, "a", make([]byte, 1000))
+	storetest.MustPut(t, s, "b", make([]byte, 500))
 	if files, bytes := s.Usage(); files != 2 || bytes != 1500 {
 		t.Errorf("usage = %d files %d bytes", files, bytes)
 	}
@@ -436,13 +381,13 @@ func TestStorageStoreCacheRevalidation(t *testing.T) {
 	if err := other.Store(ctx, "tftp/shared/kernel", []byte("version-1")); err != nil {
 		t.Fatal(err)
 	}
-	if got := ssRead(t, s, "kernel"); string(got) != "version-1" {
+	if got := storetest.MustRead(t, s, "kernel"); string(got) != "version-1" {
 		t.Fatalf("got %q", got)
 	}
 	// Within the TTL reads are served from the cache without storage calls.
 	loads, stats := flaky.loads.Load(), flaky.stats.Load()
 	for range 5 {
-		ssRead(t, s, "kernel")
+		storetest.MustRead(t, s, "kernel")
 	}
 	if flaky.loads.Load() != loads || flaky.stats.Load() != stats {
 		t.Error("cached reads within the TTL reached the storage")
@@ -451,16 +396,16 @@ func TestStorageStoreCacheRevalidation(t *testing.T) {
 	// Replaced elsewhere, with the same size or not: the old version is
 	// served until the TTL passes, the new one right after.
 	for i, v := range []string{"version-2", "version-3-longer"} {
-		prev := string(ssRead(t, s, "kernel"))
+		prev := string(storetest.MustRead(t, s, "kernel"))
 		if err := other.Store(ctx, "tftp/shared/kernel", []byte(v)); err != nil {
 			t.Fatal(err)
 		}
 		clock.advance(ttl / 2)
-		if got := ssRead(t, s, "kernel"); string(got) != prev {
+		if got := storetest.MustRead(t, s, "kernel"); string(got) != prev {
 			t.Fatalf("replacement %d: within the TTL got %q, want the cached %q", i, got, prev)
 		}
 		clock.advance(ttl)
-		if got := ssRead(t, s, "kernel"); string(got) != v {
+		if got := storetest.MustRead(t, s, "kernel"); string(got) != v {
 			t.Fatalf("replacement %d not served once the TTL passed (got %q)", i, got)
 		}
 	}
@@ -472,10 +417,10 @@ func TestStorageStoreCacheRevalidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.advance(ttl)
-	ssRead(t, s, "kernel") // reloads: the modification time changed
+	storetest.MustRead(t, s, "kernel") // reloads: the modification time changed
 	clock.advance(ttl)
 	loads, stats = flaky.loads.Load(), flaky.stats.Load()
-	ssRead(t, s, "kernel")
+	storetest.MustRead(t, s, "kernel")
 	if flaky.loads.Load() != loads || flaky.stats.Load() != stats+1 {
 		t.Errorf("revalidating an unchanged file: %d loads, %d stats", flaky.loads.Load()-loads, flaky.stats.Load()-stats)
 	}
@@ -489,7 +434,7 @@ func TestStorageStoreCacheRevalidation(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
-			if got, err := ssTryRead(s, "kernel"); err != nil || string(got) != "version-4" {
+			if got, err := storetest.Read(s, "kernel"); err != nil || string(got) != "version-4" {
 				t.Errorf("concurrent read: %q, %v", got, err)
 			}
 		})
@@ -507,23 +452,23 @@ func TestStorageStoreCacheEviction(t *testing.T) {
 		s.CacheTTL = caddy.Duration(time.Hour)
 	})
 	for _, n := range []string{"a", "b", "c"} {
-		ssPut(t, s, n, bytes.Repeat([]byte(n), 40))
+		storetest.MustPut(t, s, n, bytes.Repeat([]byte(n), 40))
 	}
-	ssPut(t, s, "huge", make([]byte, 101))
+	storetest.MustPut(t, s, "huge", make([]byte, 101))
 	if files, size := s.cache.stats(); files != 2 || size != 80 {
 		t.Errorf("cache holds %d files, %d bytes; want 2, 80", files, size)
 	}
 	loads := flaky.loads.Load()
-	ssRead(t, s, "c")
-	ssRead(t, s, "b")
+	storetest.MustRead(t, s, "c")
+	storetest.MustRead(t, s, "b")
 	if flaky.loads.Load() != loads {
 		t.Error("recently written files not cached")
 	}
-	ssRead(t, s, "a") // evicted first (least recently used): loaded again
+	storetest.MustRead(t, s, "a") // evicted first (least recently used): loaded again
 	if flaky.loads.Load() != loads+1 {
 		t.Error("evicted file not reloaded")
 	}
-	if got := ssRead(t, s, "huge"); len(got) != 101 {
+	if got := storetest.MustRead(t, s, "huge"); len(got) != 101 {
 		t.Error("file larger than the cache not served")
 	}
 	if files, size := s.cache.stats(); files != 2 || size != 80 {
@@ -537,8 +482,8 @@ func TestStorageStoreVanish(t *testing.T) {
 	const ttl = 5 * time.Second
 	clock := newTestClock()
 	s, _ := newSSTestStore(t, &certmagic.FileStorage{Path: dir}, func(s *StorageStore) { s.CacheTTL = caddy.Duration(ttl); s.now = clock.Now })
-	ssPut(t, s, "gone", []byte("here"))
-	ssRead(t, s, "gone")
+	storetest.MustPut(t, s, "gone", []byte("here"))
+	storetest.MustRead(t, s, "gone")
 	if err := other.Delete(context.Background(), "tftp/shared/gone"); err != nil {
 		t.Fatal(err)
 	}
@@ -561,12 +506,12 @@ func TestStorageStoreStorageError(t *testing.T) {
 		const ttl = 5 * time.Second
 		clock := newTestClock()
 		s, logs := newSSTestStore(t, flaky, func(s *StorageStore) { s.CacheTTL = caddy.Duration(ttl); s.now = clock.Now })
-		v1 := randomBytes(t, 3000)
-		ssPut(t, s, "fw", v1)
-		ssRead(t, s, "fw")
+		v1 := storetest.RandomBytes(t, 3000)
+		storetest.MustPut(t, s, "fw", v1)
+		storetest.MustRead(t, s, "fw")
 
 		flaky.failWrites.Store(true)
-		err := ssTryPut(s, "fw", randomBytes(t, 4000), true)
+		err := storetest.Put(s, "fw", storetest.RandomBytes(t, 4000), true)
 		if err == nil {
 			t.Fatal("commit to a failing storage succeeded")
 		}
@@ -583,11 +528,11 @@ func TestStorageStoreStorageError(t *testing.T) {
 		// Reads keep working from the cache, also past the TTL while the
 		// storage cannot be read.
 		flaky.failReads.Store(true)
-		if got := ssRead(t, s, "fw"); !bytes.Equal(got, v1) {
+		if got := storetest.MustRead(t, s, "fw"); !bytes.Equal(got, v1) {
 			t.Error("cached read changed")
 		}
 		clock.advance(2 * ttl)
-		if got := ssRead(t, s, "fw"); !bytes.Equal(got, v1) {
+		if got := storetest.MustRead(t, s, "fw"); !bytes.Equal(got, v1) {
 			t.Error("cached read failed while the storage is down")
 		}
 		if logs.FilterMessage("storage unavailable; serving cached copy").Len() == 0 {
@@ -613,8 +558,8 @@ func TestStorageStoreStorageError(t *testing.T) {
 		root := filepath.Join(t.TempDir(), "storage")
 		s, logs := newSSTestStore(t, &certmagic.FileStorage{Path: root}, func(s *StorageStore) { s.CacheTTL = caddy.Duration(time.Hour) })
 		v1 := []byte("stable version")
-		ssPut(t, s, "boot/img", v1)
-		ssRead(t, s, "boot/img")
+		storetest.MustPut(t, s, "boot/img", v1)
+		storetest.MustRead(t, s, "boot/img")
 
 		shared := filepath.Join(root, "tftp", "shared")
 		if err := os.Rename(shared, shared+".moved"); err != nil {
@@ -623,7 +568,7 @@ func TestStorageStoreStorageError(t *testing.T) {
 		if err := os.WriteFile(shared, []byte("not a directory"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		err := ssTryPut(s, "boot/img", []byte("new version"), true)
+		err := storetest.Put(s, "boot/img", []byte("new version"), true)
 		if err == nil {
 			t.Fatal("commit into a broken storage succeeded")
 		}
@@ -633,7 +578,7 @@ func TestStorageStoreStorageError(t *testing.T) {
 		if logs.FilterMessage("writing to storage").Len() == 0 {
 			t.Error("failed write not logged")
 		}
-		if got := ssRead(t, s, "boot/img"); !bytes.Equal(got, v1) {
+		if got := storetest.MustRead(t, s, "boot/img"); !bytes.Equal(got, v1) {
 			t.Error("cached read changed after a failed commit")
 		}
 		if err := os.Remove(shared); err != nil {
@@ -662,16 +607,6 @@ func hidesCause(err error, fullOK bool) bool {
 		}
 	}
 	return fullOK || !errors.Is(err, store.ErrStoreFull)
-}
-
-// randomBytes returns n random bytes.
-func randomBytes(t testing.TB, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // stats returns the number of cached files and their bytes.

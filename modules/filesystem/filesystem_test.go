@@ -5,7 +5,6 @@ package filesystem
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"io"
 	"io/fs"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-tftp/tftp/internal/storetest"
 	"github.com/caddy-tftp/tftp/store"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -53,40 +53,6 @@ func write(t *testing.T, path string, data []byte) {
 	}
 }
 
-func read(s store.Store, name string) ([]byte, error) {
-	f, err := s.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf := make([]byte, f.Size())
-	if _, err := f.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	return buf, nil
-}
-
-func put(s store.Store, name string, data []byte, overwrite bool) error {
-	up, err := s.Create(name, store.CreateOptions{Overwrite: overwrite, Size: -1})
-	if err != nil {
-		return err
-	}
-	if _, err := up.Write(data); err != nil {
-		up.Abort()
-		return err
-	}
-	return up.Commit()
-}
-
-func randomBytes(t testing.TB, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // tempFiles lists the upload temporary files anywhere under dir.
 func tempFiles(t *testing.T, dir string) []string {
 	t.Helper()
@@ -108,11 +74,11 @@ func TestServesDirectoryLive(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 	write(t, filepath.Join(dir, "new.bin"), []byte("v1"))
-	if got, err := read(s, "new.bin"); err != nil || string(got) != "v1" {
+	if got, err := storetest.Read(s, "new.bin"); err != nil || string(got) != "v1" {
 		t.Fatalf("file added on disk: %q, %v", got, err)
 	}
 	write(t, filepath.Join(dir, "new.bin"), []byte("version 2"))
-	if got, err := read(s, "new.bin"); err != nil || string(got) != "version 2" {
+	if got, err := storetest.Read(s, "new.bin"); err != nil || string(got) != "version 2" {
 		t.Fatalf("file replaced on disk: %q, %v", got, err)
 	}
 	if err := os.Remove(filepath.Join(dir, "new.bin")); err != nil {
@@ -125,7 +91,7 @@ func TestServesDirectoryLive(t *testing.T) {
 	write(t, filepath.Join(dir, "a/b/c.txt"), []byte("nested"))
 	write(t, filepath.Join(dir, "with space.bin"), []byte("sp"))
 	write(t, filepath.Join(dir, "empty"), nil)
-	if got, err := read(s, "a/b/c.txt"); err != nil || string(got) != "nested" {
+	if got, err := storetest.Read(s, "a/b/c.txt"); err != nil || string(got) != "nested" {
 		t.Fatalf("nested: %q, %v", got, err)
 	}
 	if _, err := s.Open("a/b"); !errors.Is(err, fs.ErrPermission) {
@@ -190,13 +156,13 @@ func TestConfinedToRoot(t *testing.T) {
 	s, logs := newStore(t, dir, nil)
 
 	for _, name := range []string{"in_rel", "a/up_rel", "in_abs", "in_abs_dir/f.txt", "a/via_abs_link"} {
-		if got, err := read(s, name); err != nil || string(got) != "inside" {
+		if got, err := storetest.Read(s, name); err != nil || string(got) != "inside" {
 			t.Errorf("link inside the root %s: %q, %v", name, got, err)
 		}
 	}
 	for _, name := range []string{"out_file", "out_dir/secret2", "out_abs", "out_abs_dir/secret2", "etc", "loop1", "../secret", "/etc/hostname", "a/../../secret"} {
 		logs.TakeAll()
-		got, err := read(s, name)
+		got, err := storetest.Read(s, name)
 		if err == nil || got != nil {
 			t.Errorf("%s served: %q", name, got)
 			continue
@@ -210,7 +176,7 @@ func TestConfinedToRoot(t *testing.T) {
 	}
 	// Nothing is written outside either.
 	for _, name := range []string{"out_file", "out_dir/new", "out_abs_dir/new", "../new"} {
-		if err := put(s, name, []byte("x"), true); err == nil {
+		if err := storetest.Put(s, name, []byte("x"), true); err == nil {
 			t.Errorf("upload to %s accepted", name)
 		}
 	}
@@ -241,7 +207,7 @@ func TestSwappedRootSeenWithoutReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, _ := newStore(t, current, nil)
-	if got, _ := read(s, "boot.bin"); string(got) != "one" {
+	if got, _ := storetest.Read(s, "boot.bin"); string(got) != "one" {
 		t.Fatalf("before the swap: %q", got)
 	}
 	// Re-point the link atomically, as deploy scripts do.
@@ -251,7 +217,7 @@ func TestSwappedRootSeenWithoutReload(t *testing.T) {
 	if err := os.Rename(current+".new", current); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := read(s, "boot.bin"); string(got) != "two" {
+	if got, _ := storetest.Read(s, "boot.bin"); string(got) != "two" {
 		t.Fatalf("after the swap: %q", got)
 	}
 	// A directory renamed away and created again is seen too.
@@ -262,7 +228,7 @@ func TestSwappedRootSeenWithoutReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(t, filepath.Join(dir, "f"), []byte("new"))
-	if got, _ := read(s2, "f"); string(got) != "new" {
+	if got, _ := storetest.Read(s2, "f"); string(got) != "new" {
 		t.Fatalf("after re-creating the directory: %q", got)
 	}
 }
@@ -270,7 +236,7 @@ func TestSwappedRootSeenWithoutReload(t *testing.T) {
 func TestUploadIsAtomic(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := newStore(t, dir, nil)
-	old := randomBytes(t, 100_000)
+	old := storetest.RandomBytes(t, 100_000)
 	write(t, filepath.Join(dir, "fw.bin"), old)
 
 	// A reader that opened the old version keeps it whole.
@@ -284,11 +250,11 @@ func TestUploadIsAtomic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := randomBytes(t, 150_000)
+	next := storetest.RandomBytes(t, 150_000)
 	if _, err := up.Write(next[:70_000]); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := read(s, "fw.bin"); !bytes.Equal(got, old) {
+	if got, _ := storetest.Read(s, "fw.bin"); !bytes.Equal(got, old) {
 		t.Fatal("a partial upload is visible")
 	}
 	if list, _ := s.List(); len(list) != 1 || list[0].Name != "fw.bin" || list[0].Size != int64(len(old)) {
@@ -308,7 +274,7 @@ func TestUploadIsAtomic(t *testing.T) {
 	if err := up.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := read(s, "fw.bin"); !bytes.Equal(got, next) {
+	if got, _ := storetest.Read(s, "fw.bin"); !bytes.Equal(got, next) {
 		t.Fatal("committed upload not served")
 	}
 	buf := make([]byte, reader.Size())
@@ -329,7 +295,7 @@ func TestUploadIsAtomic(t *testing.T) {
 	}
 	_, _ = up.Write([]byte("partial"))
 	up.Abort()
-	if got, _ := read(s, "fw.bin"); !bytes.Equal(got, next) {
+	if got, _ := storetest.Read(s, "fw.bin"); !bytes.Equal(got, next) {
 		t.Fatal("abort changed the file")
 	}
 	if tmp := tempFiles(t, dir); len(tmp) != 0 {
@@ -338,21 +304,21 @@ func TestUploadIsAtomic(t *testing.T) {
 
 	// Without overwrite an existing name is refused, at create and at
 	// commit when another upload got there first.
-	if err := put(s, "fw.bin", []byte("x"), false); !errors.Is(err, fs.ErrExist) {
+	if err := storetest.Put(s, "fw.bin", []byte("x"), false); !errors.Is(err, fs.ErrExist) {
 		t.Errorf("create over an existing file: %v", err)
 	}
 	first, err := s.Create("race.bin", store.CreateOptions{Size: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := put(s, "race.bin", []byte("winner"), false); err != nil {
+	if err := storetest.Put(s, "race.bin", []byte("winner"), false); err != nil {
 		t.Fatal(err)
 	}
 	_, _ = first.Write([]byte("loser"))
 	if err := first.Commit(); !errors.Is(err, fs.ErrExist) {
 		t.Errorf("second commit without overwrite: %v", err)
 	}
-	if got, _ := read(s, "race.bin"); string(got) != "winner" {
+	if got, _ := storetest.Read(s, "race.bin"); string(got) != "winner" {
 		t.Errorf("race.bin = %q", got)
 	}
 	if tmp := tempFiles(t, dir); len(tmp) != 0 {
@@ -363,7 +329,7 @@ func TestUploadIsAtomic(t *testing.T) {
 func TestUploadDirectoriesAndModes(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := newStore(t, dir, nil)
-	if err := put(s, "new/dir/f", []byte("x"), true); !errors.Is(err, fs.ErrNotExist) {
+	if err := storetest.Put(s, "new/dir/f", []byte("x"), true); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("upload into a missing directory without create_dirs: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "new")); err == nil {
@@ -374,7 +340,7 @@ func TestUploadDirectoriesAndModes(t *testing.T) {
 		s.FileMode = "0600"
 		s.DirMode = "0750"
 	})
-	if err := put(s2, "new/dir/f", []byte("x"), true); err != nil {
+	if err := storetest.Put(s2, "new/dir/f", []byte("x"), true); err != nil {
 		t.Fatal(err)
 	}
 	for path, want := range map[string]os.FileMode{"new": 0o750, "new/dir": 0o750, "new/dir/f": 0o600} {
@@ -382,7 +348,7 @@ func TestUploadDirectoriesAndModes(t *testing.T) {
 			t.Errorf("%s: mode %v, want %v (%v)", path, info.Mode().Perm(), want, err)
 		}
 	}
-	if err := put(s2, "new", []byte("x"), true); !errors.Is(err, fs.ErrPermission) {
+	if err := storetest.Put(s2, "new", []byte("x"), true); !errors.Is(err, fs.ErrPermission) {
 		t.Errorf("upload over a directory: %v", err)
 	}
 }
@@ -393,7 +359,7 @@ func TestUploadLimitsAndFullDisk(t *testing.T) {
 	if _, err := s.Create("big", store.CreateOptions{Size: 1001}); !errors.Is(err, store.ErrTooLarge) {
 		t.Errorf("declared size over the limit: %v", err)
 	}
-	if err := put(s, "big", make([]byte, 1001), true); !errors.Is(err, store.ErrTooLarge) {
+	if err := storetest.Put(s, "big", make([]byte, 1001), true); !errors.Is(err, store.ErrTooLarge) {
 		t.Errorf("upload over the limit: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "big")); err == nil || len(tempFiles(t, dir)) != 0 {
@@ -407,15 +373,15 @@ func TestUploadLimitsAndFullDisk(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
 	full, _ := newStore(t, mnt, nil)
-	old := randomBytes(t, 100_000)
-	if err := put(full, "fw.bin", old, true); err != nil {
+	old := storetest.RandomBytes(t, 100_000)
+	if err := storetest.Put(full, "fw.bin", old, true); err != nil {
 		t.Fatal(err)
 	}
-	err := put(full, "fw.bin", randomBytes(t, 300_000), true)
+	err := storetest.Put(full, "fw.bin", storetest.RandomBytes(t, 300_000), true)
 	if !errors.Is(err, store.ErrStoreFull) {
 		t.Fatalf("upload onto a full disk: %v", err)
 	}
-	if got, _ := read(full, "fw.bin"); !bytes.Equal(got, old) {
+	if got, _ := storetest.Read(full, "fw.bin"); !bytes.Equal(got, old) {
 		t.Fatal("a failed upload changed the file")
 	}
 	if tmp := tempFiles(t, mnt); len(tmp) != 0 {
