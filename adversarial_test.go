@@ -284,7 +284,7 @@ func advFDs() int {
 	if err != nil {
 		return -1
 	}
-	return len(ents)
+	return len(ents) - idleSockets()
 }
 
 // advHeapInuse returns HeapInuse after two collections (the second empties

@@ -58,6 +58,9 @@ type listener struct {
 	dallySweepAt int
 	dallyCount   atomic.Int32
 	dallyAck     []byte // used by the reader goroutine only
+
+	// sockets keeps the sockets of finished transfers for new ones.
+	sockets socketPool
 }
 
 // handlerBox lets an interface value live in an atomic.Pointer.
@@ -134,6 +137,7 @@ func unwrapUDPConn(pc net.PacketConn) *net.UDPConn {
 func (l *listener) Destruct() error {
 	err := l.pc.Close()
 	<-l.done
+	l.sockets.close()
 	ownPorts.add(l.addr.Port(), -1)
 	return err
 }
@@ -221,6 +225,16 @@ func (l *listener) dispatch(logger *zap.Logger, h requestHandler, in inbound) {
 // inbox implements requestPort.
 func (l *listener) inbox(remote netip.AddrPort, local netip.Addr) inboxConn {
 	return newMuxConn(l.conn, l.addr.Addr(), remote, local)
+}
+
+// transferSocket implements requestPort.
+func (l *listener) transferSocket(local netip.Addr, peer netip.AddrPort, params transferParams) (*net.UDPConn, error) {
+	return l.sockets.get(local, peer, params)
+}
+
+// recycleSocket implements requestPort.
+func (l *listener) recycleSocket(local netip.Addr, conn *net.UDPConn, peer netip.AddrPort) {
+	l.sockets.put(local, conn, peer)
 }
 
 // deliverToTransfer passes a packet to the single-port transfer of its

@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -80,6 +81,12 @@ type requestPort interface {
 	// inbox returns a single-port transfer's connection, which the
 	// listener feeds with the client's packets once claimed.
 	inbox(remote netip.AddrPort, local netip.Addr) inboxConn
+	// transferSocket returns a socket on an ephemeral port of local for
+	// a transfer with peer, from the listener's idle ones when it can.
+	transferSocket(local netip.Addr, peer netip.AddrPort, params transferParams) (*net.UDPConn, error)
+	// recycleSocket hands back a socket transferSocket gave out, once its
+	// transfer with peer has ended.
+	recycleSocket(local netip.Addr, conn *net.UDPConn, peer netip.AddrPort)
 	// addDally keeps answering the last DATA block of a single-port
 	// upload that has ended, for d.
 	addDally(remote netip.AddrPort, local netip.Addr, block uint16, d time.Duration)

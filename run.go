@@ -2,6 +2,7 @@ package tftp
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -50,6 +51,7 @@ func (s *Server) runTransfer(in inbound, at *activeTransfer, req request, netasc
 		return
 	}
 	defer t.release()
+	defer func() { s.hangUp(&in, t, err) }()
 	err = s.transfer(t, &req, &f, netascii)
 	at.finished.Store(true)
 	if at.inbox == nil {
@@ -144,7 +146,7 @@ func (s *Server) connect(in *inbound, at *activeTransfer, req *request, params t
 	var conn packetConn = at.inbox
 	peer := unmapAddrPort(in.remote)
 	if at.inbox == nil {
-		udp, err := listenTransfer(in.local, peer, params)
+		udp, err := in.port.transferSocket(in.local, peer, params)
 		if err != nil {
 			return nil, err
 		}
@@ -189,32 +191,20 @@ func (s *Server) dallyAfter(t *transfer, slot *claimedSlot) {
 	slot.in.port.addDally(slot.in.remote, slot.in.local, t.lastBlock, s.dally)
 }
 
-// listenTransfer opens a transfer's socket on an ephemeral port of the
-// address the client contacted. It deliberately avoids SO_REUSEPORT so two
-// transfers can never share a port.
-func listenTransfer(local netip.Addr, peer netip.AddrPort, params transferParams) (*net.UDPConn, error) {
-	local = local.Unmap()
-	if local.IsUnspecified() && peer.Addr().Is4() {
-		// Where the destination address is not known (no packet info from
-		// the kernel), the socket must at least be of the client's family.
-		local = netip.IPv4Unspecified()
-	}
-	network := "udp6"
-	if local.Is4() {
-		network = "udp4"
-	}
-	conn, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0)))
-	if err != nil && !local.IsUnspecified() {
-		// An address that cannot be bound alone (a link-local address
-		// without its zone) falls back to the wildcard of its family.
-		conn, err = net.ListenUDP(network, nil)
-	}
-	if err == nil {
-		// A window of large blocks must fit the receive buffer, or the
-		// kernel drops the end of every window of an upload.
-		if want := params.windowSize * (params.blockSize + 64); want > 128<<10 {
-			_ = conn.SetReadBuffer(min(want, listenReadBuffer))
+// hangUp gives a transfer's own socket back to the listener for the next
+// transfer once its slot is released; a socket the dally took has gone
+// already, and a single-port connection is closed.
+func (s *Server) hangUp(in *inbound, t *transfer, err error) {
+	switch conn := t.conn.(type) {
+	case nil:
+	case *net.UDPConn:
+		if errors.Is(err, errStopping) {
+			_ = conn.Close()
+		} else {
+			in.port.recycleSocket(in.local, conn, t.peer)
 		}
+	default:
+		_ = conn.Close()
 	}
-	return conn, err
+	t.conn = nil
 }

@@ -132,16 +132,12 @@ func newTransfer(ctx context.Context, conn packetConn, peer netip.AddrPort, para
 	return t
 }
 
-// release returns the buffers to the pool and closes the socket, unless
-// the socket was handed on to answer retransmissions (startDally).
+// release returns the buffers to the pool; the socket is the caller's.
 func (t *transfer) release() {
 	putBuffer(t.pktBuf)
 	putBuffer(t.rBuf)
 	t.batch.release()
 	t.pkt, t.rbuf, t.pktBuf, t.rBuf = nil, nil, nil, nil
-	if t.conn != nil { // nil once handed to startDally
-		_ = t.conn.Close()
-	}
 }
 
 // maxBackoffShift caps the doubling of the wait: it grows from the timeout
