@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-tftp/tftp/store"
@@ -50,6 +51,8 @@ func (s *Server) runTransfer(in inbound, at *activeTransfer, req request, netasc
 		s.refuse(&in, &req, ErrCodeUndefined, "server busy")
 		return
 	}
+	transfersRunning.Add(1)
+	defer transfersRunning.Add(-1)
 	defer t.release()
 	defer func() { s.hangUp(&in, t, err) }()
 	err = s.transfer(t, &req, &f, netascii)
@@ -151,6 +154,11 @@ func (s *Server) connect(in *inbound, at *activeTransfer, req *request, params t
 			return nil, err
 		}
 		conn = udp
+		if lockStepLong(params, size) {
+			if bc := blockingReads(udp, transfersRunning.Load()); bc != nil {
+				conn = bc
+			}
+		}
 	}
 	t := newTransfer(s.transferCtx, conn, peer, params, s.limits)
 	t.size = size
@@ -182,6 +190,14 @@ func (s *Server) transfer(t *transfer, req *request, f *openedFile, netascii boo
 // dallyAfter keeps answering a client whose final ACK of an upload is
 // lost, without holding the buffers or the transfer's slot.
 func (s *Server) dallyAfter(t *transfer, slot *claimedSlot) {
+	if bc, ok := t.conn.(*blockingConn); ok {
+		t.conn = nil
+		udp := bc.restore()
+		if udp == nil {
+			return // the socket could not be restored and is closed
+		}
+		t.conn = udp
+	}
 	if udp, ok := t.conn.(*net.UDPConn); ok {
 		startDally(s.transferCtx, udp, t.peer, t.lastBlock, s.dally)
 		t.conn = nil // the dally owns the socket now
@@ -198,13 +214,38 @@ func (s *Server) hangUp(in *inbound, t *transfer, err error) {
 	switch conn := t.conn.(type) {
 	case nil:
 	case *net.UDPConn:
-		if errors.Is(err, errStopping) {
-			_ = conn.Close()
-		} else {
-			in.port.recycleSocket(in.local, conn, t.peer)
+		s.recycle(in, conn, t.peer, err)
+	case *blockingConn:
+		if udp := conn.restore(); udp != nil {
+			s.recycle(in, udp, t.peer, err)
 		}
 	default:
 		_ = conn.Close()
 	}
 	t.conn = nil
+}
+
+// recycle hands a socket back to the listener, unless the server is
+// stopping.
+func (s *Server) recycle(in *inbound, conn *net.UDPConn, peer netip.AddrPort, err error) {
+	if errors.Is(err, errStopping) {
+		_ = conn.Close()
+		return
+	}
+	in.port.recycleSocket(in.local, conn, peer)
+}
+
+// lockStepMinBlocks is the shortest transfer, in blocks, worth switching
+// its socket to blocking reads (lockstep_linux.go): the switch and its
+// undoing cost four system calls.
+const lockStepMinBlocks = 16
+
+// transfersRunning counts the transfers of the process that have a
+// connection.
+var transfersRunning atomic.Int32
+
+// lockStepLong reports whether a transfer is lock-step and long enough
+// (or of unknown length) to read with blocking system calls.
+func lockStepLong(params transferParams, size int64) bool {
+	return params.windowSize == 1 && (size < 0 || size/int64(params.blockSize) >= lockStepMinBlocks)
 }

@@ -86,7 +86,12 @@ func (p *socketPool) put(local netip.Addr, conn *net.UDPConn, peer netip.AddrPor
 // reap closes the sockets idle for longer than pooledSocketIdle and runs
 // again while any remain.
 func (p *socketPool) reap() {
-	cutoff := time.Now().Add(-pooledSocketIdle)
+	p.closeIdleBefore(time.Now().Add(-pooledSocketIdle))
+}
+
+// closeIdleBefore closes the sockets put back before cutoff; the reaper
+// runs again while any remain.
+func (p *socketPool) closeIdleBefore(cutoff time.Time) {
 	var old []*net.UDPConn
 	p.mu.Lock()
 	for local, stack := range p.idle {
