@@ -85,7 +85,7 @@ func (s *Server) handleRequest(in inbound) {
 	// The datagram's buffer is the listener's to reuse: the request has
 	// been parsed, and the transfer keeps only who asked and where.
 	in.pkt = nil
-	go s.runTransfer(in, at, req, netascii)
+	startTransfer(transferJob{s: s, in: in, at: at, req: req, netascii: netascii})
 }
 
 // dropOverLimit counts and logs a request left unanswered, by design, for

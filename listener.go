@@ -279,9 +279,11 @@ func (l *listener) claim(at *activeTransfer, limits claimLimits) (result claimRe
 		l.removeLocked(prev)
 	}
 	if limits.total > 0 && len(l.active) >= limits.total {
-		return claimOverTotal, nil
+		if !l.dropEndedLocked(netip.Addr{}) {
+			return claimOverTotal, nil
+		}
 	}
-	if limits.perHost > 0 && l.perHost[host] >= limits.perHost {
+	if limits.perHost > 0 && l.perHost[host] >= limits.perHost && !l.dropEndedLocked(host) {
 		if victim = l.longestStalledLocked(host); victim == nil {
 			return claimOverHost, nil
 		}
@@ -294,6 +296,25 @@ func (l *listener) claim(at *activeTransfer, limits claimLimits) (result claimRe
 		l.muxCount++
 	}
 	return claimed, victim
+}
+
+// dropEndedLocked frees the slot of a transfer of host (of any host if
+// host is the zero Addr) that has moved its last block and has its own
+// socket, and reports whether it found one. Such a transfer only waits
+// for its final packet or is logging; a client that starts its next
+// transfer as soon as its last one ended is not refused for it. It runs
+// only when a limit is reached.
+func (l *listener) dropEndedLocked(host netip.Addr) bool {
+	for _, at := range l.active {
+		if host.IsValid() && at.remote.Addr().Unmap() != host {
+			continue
+		}
+		if at.inbox == nil && (at.finished.Load() || at.finishing()) {
+			l.removeLocked(at)
+			return true
+		}
+	}
+	return false
 }
 
 // longestStalledLocked returns the transfer of host that has waited on a

@@ -61,4 +61,22 @@ func TestListenerConcurrencyLimits(t *testing.T) {
 		}
 		advGetOK(t, server, "f", data)
 	})
+	t.Run("a transfer that moved its last block frees its slot", func(t *testing.T) {
+		// A client that starts its next transfer as soon as it has the
+		// last block of the previous one, before the server has seen the
+		// final ACK, is served at max_transfers_per_host 1.
+		port := advStart(t, "timeout 1s", "max_transfers_per_host 1")
+		server := loopback4(port)
+		data := randomBytes(t, 100)
+		advPut(t, server, "f", data)
+		a, b := advDial(t, false), advDial(t, false)
+		a.send(server, appendRequest(nil, opRRQ, "f", "octet"))
+		_, tidA := a.expectBlock("A's only block", opDATA, 1)
+		b.send(server, appendRequest(nil, opRRQ, "f", "octet"))
+		firstB, _ := b.expectBlock("B while A's last block is unacknowledged", opDATA, 1)
+		if _, got, _ := parseBlockPacket(firstB); !bytes.Equal(got, data) {
+			t.Errorf("B got %q, want %q", got, data)
+		}
+		a.send(tidA, appendAck(nil, 1))
+	})
 }

@@ -136,12 +136,31 @@ func parseRequest(b []byte) (request, error) {
 // ASCII, and Unicode case folding would let "blksize" with a Kelvin sign
 // match "blksize" or turn invalid bytes into longer replacement runes.
 func asciiLower(b []byte) string {
-	out := make([]byte, len(b))
-	for i, c := range b {
+	var small [16]byte
+	out := small[:0]
+	if len(b) > len(small) {
+		out = make([]byte, 0, len(b))
+	}
+	for _, c := range b {
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
-		out[i] = c
+		out = append(out, c)
+	}
+	// The words every request carries are returned without allocating.
+	switch string(out) {
+	case "octet":
+		return "octet"
+	case "netascii":
+		return "netascii"
+	case "blksize":
+		return "blksize"
+	case "tsize":
+		return "tsize"
+	case "timeout":
+		return "timeout"
+	case "windowsize":
+		return "windowsize"
 	}
 	return string(out)
 }

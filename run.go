@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
-	"time"
 
 	"github.com/caddy-tftp/tftp/store"
 	"go.uber.org/zap"
@@ -172,8 +171,10 @@ func (s *Server) connect(in *inbound, at *activeTransfer, req *request, params t
 // transfer runs the read or write to its end; a failed upload is
 // discarded. The server's cancellation ends a transfer's wait at once.
 func (s *Server) transfer(t *transfer, req *request, f *openedFile, netascii bool) error {
-	stopWatch := context.AfterFunc(s.transferCtx, func() { _ = t.conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stopWatch()
+	// A transfer checks the context before every read, and endTransfers
+	// cancels it before it wakes the reads of those tracked.
+	s.track(t)
+	defer s.untrack(t)
 	inProgress := s.metrics.inProgress[dirIndex(req.op)]
 	inProgress.Inc()
 	defer inProgress.Dec()

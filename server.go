@@ -168,6 +168,11 @@ type Server struct {
 	transferCtx    context.Context
 	cancelTransfer context.CancelFunc
 	transfers      sync.WaitGroup
+
+	// running holds the transfers that may be waiting on a read, for
+	// endTransfers to wake.
+	runningMu sync.Mutex
+	running   map[*transfer]struct{}
 }
 
 // provision fills in defaults and resolves the listen addresses.
@@ -336,7 +341,7 @@ func (s *Server) stop(grace time.Duration) {
 		if s.cancelTransfer == nil {
 			return
 		}
-		timer := time.AfterFunc(grace, s.cancelTransfer)
+		timer := time.AfterFunc(grace, s.endTransfers)
 		if !caddy.Exiting() {
 			return
 		}
@@ -346,10 +351,38 @@ func (s *Server) stop(grace time.Duration) {
 		case <-done:
 			timer.Stop()
 		case <-time.After(grace):
-			s.cancelTransfer()
+			s.endTransfers()
 			<-done
 		}
 	})
+}
+
+// endTransfers ends the transfers still running when the grace period is
+// over: the context tells them to stop, and a read deadline in the past
+// wakes those waiting on a packet.
+func (s *Server) endTransfers() {
+	s.cancelTransfer()
+	s.runningMu.Lock()
+	defer s.runningMu.Unlock()
+	for t := range s.running {
+		_ = t.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// track makes endTransfers wake t until untrack.
+func (s *Server) track(t *transfer) {
+	s.runningMu.Lock()
+	if s.running == nil {
+		s.running = make(map[*transfer]struct{})
+	}
+	s.running[t] = struct{}{}
+	s.runningMu.Unlock()
+}
+
+func (s *Server) untrack(t *transfer) {
+	s.runningMu.Lock()
+	delete(s.running, t)
+	s.runningMu.Unlock()
 }
 
 // Interface guards

@@ -85,9 +85,11 @@ type transfer struct {
 	rateCheck time.Time
 	rateBytes int64
 
-	pkt  []byte // outgoing DATA, reused for every block
-	ctl  []byte // outgoing ACK, OACK or ERROR
-	rbuf []byte // incoming packets
+	pkt []byte // outgoing DATA, reused for every block
+	ctl []byte // outgoing ACK, OACK or ERROR
+	// ctlBuf backs ctl; the OACKs and ERRORs that do not fit grow it.
+	ctlBuf [128]byte
+	rbuf   []byte // incoming packets
 
 	pktBuf, rBuf *[]byte // pooled backing of pkt and rbuf
 
@@ -126,8 +128,8 @@ func newTransfer(ctx context.Context, conn packetConn, peer netip.AddrPort, para
 		rateCheck: now.Add(limits.rateWindow),
 		pktBuf:    getBuffer(headerLen + params.blockSize),
 		rBuf:      getBuffer(headerLen + params.blockSize + 1),
-		ctl:       make([]byte, 0, 512),
 	}
+	t.ctl = t.ctlBuf[:0]
 	t.pkt, t.rbuf = *t.pktBuf, *t.rBuf
 	return t
 }
@@ -457,8 +459,7 @@ func (t *transfer) awaitOACKAck() error {
 		deadline := time.Now().Add(t.wait(retry))
 		for {
 			pkt, err := t.receive(deadline)
-			var pe *peerError
-			if errors.As(err, &pe) && pe.code == ErrCodeBadOptions {
+			if declinedOptions(err) {
 				return errOptionsRefused
 			}
 			if errors.Is(err, errTimedOut) {
@@ -475,6 +476,16 @@ func (t *transfer) awaitOACKAck() error {
 			}
 		}
 	}
+}
+
+// declinedOptions reports whether err is the client's ERROR 8 answer to
+// an OACK.
+func declinedOptions(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pe *peerError
+	return errors.As(err, &pe) && pe.code == ErrCodeBadOptions
 }
 
 // serveWrite receives a file into up. With a window of W blocks it
