@@ -2,12 +2,15 @@
 
 package tftp
 
-import "net"
+import (
+	"net"
+	"net/netip"
+)
 
 // blockingConn is never made on this platform: every transfer reads
 // through the runtime's poller.
 type blockingConn struct{ *net.UDPConn }
 
-func blockingReads(*net.UDPConn, int32) *blockingConn { return nil }
+func openBlocking(netip.Addr, netip.AddrPort, int32) *blockingConn { return nil }
 
-func (c *blockingConn) restore() *net.UDPConn { return c.UDPConn }
+func (c *blockingConn) udpConn() (*net.UDPConn, error) { return c.UDPConn, nil }

@@ -147,17 +147,17 @@ func (o *openedFile) abort() {
 func (s *Server) connect(in *inbound, at *activeTransfer, req *request, params transferParams, size int64) (*transfer, error) {
 	var conn packetConn = at.inbox
 	peer := unmapAddrPort(in.remote)
-	if at.inbox == nil {
+	if at.inbox == nil && lockStepLong(params, size) {
+		if bc := openBlocking(transferAddr(in.local, peer), peer, transfersRunning.Load()); bc != nil {
+			conn = bc
+		}
+	}
+	if conn == nil {
 		udp, err := in.port.transferSocket(in.local, peer, params)
 		if err != nil {
 			return nil, err
 		}
 		conn = udp
-		if lockStepLong(params, size) {
-			if bc := blockingReads(udp, transfersRunning.Load()); bc != nil {
-				conn = bc
-			}
-		}
 	}
 	t := newTransfer(s.transferCtx, conn, peer, params, s.limits)
 	t.size = size
@@ -193,9 +193,10 @@ func (s *Server) transfer(t *transfer, req *request, f *openedFile, netascii boo
 func (s *Server) dallyAfter(t *transfer, slot *claimedSlot) {
 	if bc, ok := t.conn.(*blockingConn); ok {
 		t.conn = nil
-		udp := bc.restore()
-		if udp == nil {
-			return // the socket could not be restored and is closed
+		udp, err := bc.udpConn()
+		if err != nil {
+			s.logger.Debug("upload ended without its dally", zap.Error(err))
+			return
 		}
 		t.conn = udp
 	}
@@ -217,9 +218,7 @@ func (s *Server) hangUp(in *inbound, t *transfer, err error) {
 	case *net.UDPConn:
 		s.recycle(in, conn, t.peer, err)
 	case *blockingConn:
-		if udp := conn.restore(); udp != nil {
-			s.recycle(in, udp, t.peer, err)
-		}
+		_ = conn.Close() // not the runtime poller's: never pooled
 	default:
 		_ = conn.Close()
 	}
@@ -236,9 +235,8 @@ func (s *Server) recycle(in *inbound, conn *net.UDPConn, peer netip.AddrPort, er
 	in.port.recycleSocket(in.local, conn, peer)
 }
 
-// lockStepMinBlocks is the shortest transfer, in blocks, worth switching
-// its socket to blocking reads (lockstep_linux.go): the switch and its
-// undoing cost four system calls.
+// lockStepMinBlocks is the shortest transfer, in blocks, worth a blocking
+// socket of its own (lockstep_linux.go) instead of a pooled one.
 const lockStepMinBlocks = 16
 
 // transfersRunning counts the transfers of the process that have a

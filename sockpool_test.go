@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 )
@@ -61,88 +60,5 @@ func TestSocketPool(t *testing.T) {
 	p.put(local, c, peerB)
 	if _, err := c.WriteToUDPAddrPort([]byte("x"), peerA); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("socket put back after close: write got %v, want it closed", err)
-	}
-}
-
-// TestBlockingConn checks the blocking reads of a quiet server's lock-step
-// transfers: the sender is reported, deadlines hold, a deadline moved by
-// another goroutine (eviction, shutdown) ends a blocked read, and the
-// socket given back reads through the runtime's poller again.
-func TestBlockingConn(t *testing.T) {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if blockingReads(conn, 1<<20) != nil {
-		t.Fatal("blocking reads while more transfers run than there are CPUs")
-	}
-	// A deadline left in the past by a previous transfer must not matter.
-	_ = conn.SetReadDeadline(time.Unix(1, 0))
-	bc := blockingReads(conn, 0)
-	if bc == nil {
-		t.Fatal("a quiet process did not get blocking reads")
-	}
-	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	to := conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	buf := make([]byte, 16)
-
-	if _, err := peer.WriteToUDPAddrPort([]byte("ack"), to); err != nil {
-		t.Fatal(err)
-	}
-	_ = bc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, from, err := bc.ReadFromUDPAddrPort(buf)
-	if err != nil || string(buf[:n]) != "ack" || from != peer.LocalAddr().(*net.UDPAddr).AddrPort() {
-		t.Fatalf("read %q from %s, %v; want \"ack\" from %s", buf[:n], from, err, peer.LocalAddr())
-	}
-
-	start := time.Now()
-	_ = bc.SetReadDeadline(start.Add(50 * time.Millisecond))
-	if _, _, err := bc.ReadFromUDPAddrPort(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("read past its deadline: %v", err)
-	}
-	if waited := time.Since(start); waited < 50*time.Millisecond || waited > time.Second {
-		t.Fatalf("a 50ms deadline ended the read after %v", waited)
-	}
-
-	_ = bc.SetReadDeadline(time.Now().Add(time.Hour))
-	done := make(chan error, 1)
-	go func() {
-		_, _, err := bc.ReadFromUDPAddrPort(buf)
-		done <- err
-	}()
-	_ = bc.SetReadDeadline(time.Unix(1, 0)) // what evict and shutdown do
-	select {
-	case err := <-done:
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("read woken by a past deadline: %v", err)
-		}
-	case <-time.After(blockingReadSlice + 2*time.Second):
-		t.Fatal("a deadline moved into the past did not end a blocked read")
-	}
-
-	udp := bc.restore()
-	if udp != conn {
-		t.Fatal("restore did not give the socket back")
-	}
-	if n := blockingReaders.Load(); n != 0 {
-		t.Fatalf("%d blocking readers counted after restore", n)
-	}
-	go func() {
-		_ = udp.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		_, _, err := udp.ReadFromUDPAddrPort(buf)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("restored socket: read got %v, want its deadline", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the restored socket still blocks past its deadline")
 	}
 }
