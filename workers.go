@@ -14,7 +14,7 @@ import (
 const maxIdleWorkers = 16
 
 // workerIdle is how long a finished transfer goroutine waits for another.
-const workerIdle = 5 * time.Second
+const workerIdle = time.Second
 
 // transferJob is an accepted request, as runTransfer takes it.
 type transferJob struct {
